@@ -1,0 +1,18 @@
+"""The `self-training-iteration` flow: questions -> sample -> score -> pairs -> train -> evaluate."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from selftrain.store import RunStore
+from tasks import evaluate, pairs, questions, sample, score, train
+
+# DAG order; each task blocks until its stage is complete, so the chain is the dependency graph.
+STAGE_TASKS = [questions.questions, sample.sample, score.score, pairs.pairs, train.train, evaluate.evaluate]
+
+
+@flow(name="self-training-iteration")
+def iteration(run: str, iteration: int, rebuild_stale: bool = False) -> dict:
+    """One iteration of the run folder `run`: skips complete stages, resumes partial ones, stops on stale."""
+    with RunStore(run).lock():
+        return {t.name: t(run, iteration, rebuild_stale) for t in STAGE_TASKS}

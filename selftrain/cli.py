@@ -1,0 +1,206 @@
+"""`selftrain` command line: run, status, rerun, show, grade. User-facing output goes to stdout here;
+library code only logs. Every user error is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from selftrain.logs import setup_logging
+
+log = logging.getLogger("selftrain")
+
+DEFAULT_RECIPE = "configs/tiny-cpu.yaml"
+
+
+def _out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from selftrain.config import ConfigError
+    from selftrain.data.sources import DataError
+    from selftrain.registry import UnknownNameError
+    from selftrain.store import StoreError
+
+    return (ConfigError, DataError, StoreError, UnknownNameError, FileNotFoundError)
+
+
+def _orchestrate(args: argparse.Namespace, store_root: str):
+    """The iteration runner: the Prefect flow, or the plain loop with --no-prefect."""
+    if args.no_prefect:
+        from selftrain.runner import run_iteration
+
+        return run_iteration
+    from flows import configure_prefect
+
+    configure_prefect(store_root)
+    from flows.iteration import iteration
+
+    return lambda run, it, rebuild: iteration(run, it, rebuild)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from selftrain.config import load_config
+    from selftrain.runner import accuracy_table, run
+
+    overrides = list(args.set or [])
+    if args.iterations is not None:
+        overrides.append(f"run.iterations={args.iterations}")
+    cfg = load_config(args.config, overrides)
+    store = run(cfg, rebuild_stale=args.rebuild_stale, iteration_fn=_orchestrate(args, cfg.store.root))
+    _out(f"run folder: {store.run_dir}")
+    _print_accuracy(accuracy_table(store))
+    return 0
+
+
+def _print_accuracy(rows: list) -> None:
+    if not rows:
+        return
+    _out(f"{'iteration':>9}  {'model':<6}  {'source':<22} {'accuracy':>8}  {'n':>5}")
+    for it, model, src, accuracy, n in rows:
+        _out(f"{it:>9}  {model:<6}  {src:<22} {accuracy:>8.3f}  {n:>5}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from selftrain.config import load_config
+    from selftrain.pipeline import stage_state
+    from selftrain.store import STAGES, RunStore, StoreError
+
+    store = RunStore(args.run)
+    if not store.config_path.exists():
+        raise StoreError(f"{args.run} is not a run folder (no config.yaml)")
+    cfg = load_config(store.config_path)
+    iterations = sorted(set(range(cfg.run.iterations)) | set(store.iterations_on_disk()))
+    _out(f"run {store.run_dir}  ({cfg.run.iterations} iterations configured)")
+    _out("iteration  " + "  ".join(f"{s:<9}" for s in STAGES))
+    notes = []
+    for it in iterations:
+        cells = []
+        for stage in STAGES:
+            st = stage_state(cfg, store, it, stage)
+            cells.append(f"{st.status:<9}")
+            if st.status in ("stale", "failed"):
+                notes.append(f"  iter-{it:03d}/{stage} {st.status}: {'; '.join(st.reasons)}")
+        _out(f"{it:>9}  " + "  ".join(cells))
+    for n in notes:
+        _out(n)
+    from selftrain.runner import accuracy_table
+
+    _print_accuracy(accuracy_table(store))
+    return 0
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    from selftrain.config import load_config
+    from selftrain.runner import rerun
+    from selftrain.store import RunStore, StoreError
+
+    store = RunStore(args.run)
+    if not store.config_path.exists():
+        raise StoreError(f"{args.run} is not a run folder (no config.yaml)")
+    cfg = load_config(store.config_path)
+    if args.iteration not in store.iterations_on_disk():
+        raise StoreError(f"{args.run} has no iteration {args.iteration} (have {store.iterations_on_disk()})")
+    stale = rerun(store, args.iteration, args.stage, iteration_fn=_orchestrate(args, cfg.store.root))
+    _out(f"redid iter-{args.iteration:03d} from {args.stage} on")
+    if stale:
+        _out("now stale (later iterations used the old output): " + ", ".join(stale))
+        _out(f"  redo them with: selftrain run {store.config_path} --rebuild-stale")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from selftrain.show import describe
+
+    _out(describe(Path(args.path), head=args.head))
+    return 0
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    from selftrain.grading.grade import grade_rows, read_rows, write_rows
+
+    rows = read_rows(Path(args.file))
+    summary, graded = grade_rows(args.task, rows, args.completion_field, args.reference_field, args.choices_field)
+    if args.output:
+        write_rows(Path(args.output), graded)
+        summary["output"] = args.output
+    _out(json.dumps(summary, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="selftrain", description="Offline self-training for LLM reasoning.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="start or resume a run")
+    r.add_argument("config", nargs="?", default=DEFAULT_RECIPE, help=f"YAML recipe (default {DEFAULT_RECIPE})")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    r.add_argument("--iterations", type=int, help="shorthand for --set run.iterations=N")
+    r.add_argument("--rebuild-stale", action="store_true", help="move stale outputs aside and redo them")
+    r.add_argument("--no-prefect", action="store_true", help="run the stages without Prefect")
+    r.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("status", help="iterations x stages: done / stale / partial / failed / missing")
+    s.add_argument("run", help="run folder, e.g. artifacts/runs/tiny-cpu")
+    s.set_defaults(fn=cmd_status)
+
+    rr = sub.add_parser("rerun", help="redo one stage of one iteration and what depends on it")
+    rr.add_argument("run")
+    rr.add_argument("--iteration", type=int, required=True)
+    rr.add_argument(
+        "--stage", required=True, choices=["questions", "sample", "score", "pairs", "train", "evaluate"]
+    )
+    rr.add_argument("--no-prefect", action="store_true", help="run the stages without Prefect")
+    rr.set_defaults(fn=cmd_rerun)
+
+    sh = sub.add_parser("show", help="schema, rows, head and stats of a stage folder or shard")
+    sh.add_argument("path")
+    sh.add_argument("--head", type=int, default=3, help="rows to print")
+    sh.set_defaults(fn=cmd_show)
+
+    g = sub.add_parser("grade", help="grade a jsonl/parquet file of generations")
+    g.add_argument("task", help="gsm8k, math, arithmetic, numeric, choice, arc_challenge, gpqa")
+    g.add_argument("file")
+    g.add_argument("--completion-field", required=True, help="field with the generation (a.b for nested)")
+    g.add_argument("--reference-field", required=True, help="field with the reference answer or solution")
+    g.add_argument("--choices-field", help="field with the options list (multiple choice)")
+    g.add_argument("--output", help="write each row with answer/correct added (.jsonl or .parquet)")
+    g.set_defaults(fn=cmd_grade)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        _err("interrupted; rerun the same command to resume")
+        return 130
+    except Exception as e:  # noqa: BLE001 - the CLI boundary
+        if isinstance(e, _user_errors()) or _is_user_error(e):
+            _err(str(e).splitlines()[0] if str(e) else type(e).__name__)
+            return 2
+        raise
+
+
+def _is_user_error(e: BaseException) -> bool:
+    # Prefect re-raises task exceptions unchanged, but keep a guard for wrapped ones
+    cause = e.__cause__ or e.__context__
+    return cause is not None and isinstance(cause, _user_errors())
+
+
+def _err(msg: str) -> None:
+    sys.stderr.write(f"selftrain: error: {msg}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""Dataset sources: a registry of loaders that turn a `SourceConfig` into question rows.
+
+Every loader reads a local `path:` when given (jsonl or parquet) and the dataset hub otherwise; hub access is
+real code, exercised here only through local files because no hub is reachable from CI.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from selftrain.data import synthetic
+from selftrain.grading.normalize import ROMAN, label_to_index
+from selftrain.registry import Registry
+
+if TYPE_CHECKING:
+    from selftrain.config import SourceConfig
+
+Row = dict[str, Any]
+Loader = Callable[["SourceConfig", int], list[Row]]
+
+
+class DataError(ValueError):
+    """Bad dataset input; the message names the file or source and the column."""
+
+
+SOURCES: Registry[Loader] = Registry("dataset source")
+
+
+def _read_local(path: str) -> list[Row]:
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"dataset file not found: {p}")
+    if p.suffix == ".parquet" or p.is_dir():
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(p).to_pylist()
+        except Exception as e:  # pyarrow raises several types for a bad file
+            raise DataError(f"{p}: not a readable parquet file ({str(e).splitlines()[0]})") from None
+    rows = []
+    with open(p) as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise DataError(f"{p}:{lineno}: not a JSON line") from None
+    return rows
+
+
+def _load_hub(repo: str, subset: str | None, split: str) -> list[Row]:
+    from datasets import load_dataset
+
+    try:
+        return load_dataset(repo, subset, split=split).to_list()
+    except Exception as e:  # network, auth, missing split: one line, naming the dataset
+        raise DataError(f"cannot load {repo} ({subset or 'default'}, {split}) from the hub: {e}") from None
+
+
+def _rows(spec: SourceConfig, repo: str, subset: str | None) -> tuple[list[Row], str]:
+    if spec.path:
+        return _read_local(spec.path), spec.path
+    return _load_hub(repo, spec.subset or subset, spec.split), repo
+
+
+def _require(rows: list[Row], origin: str, *fields: str) -> None:
+    if not rows:
+        raise DataError(f"dataset {origin} has no rows")
+    for field in fields:
+        if field not in rows[0]:
+            cols = ", ".join(sorted(rows[0])[:12])
+            raise DataError(f"dataset {origin} has no column '{field}' (columns: {cols})")
+
+
+def _make(spec: SourceConfig, task: str, i: int, question: str, reference: Any, **extra: Any) -> Row:
+    if not isinstance(question, str) or not question.strip():
+        raise DataError(f"source {spec.name}: row {i} has an empty or non-string question")
+    choices = extra.pop("choices", None)
+    return {
+        "question_id": f"{spec.name}-{spec.split}-{i:06d}",
+        "source": spec.name,
+        "split": spec.split,
+        "task": task,
+        "question": question,
+        "reference": None if reference is None else str(reference),
+        "choices": choices,
+        "meta": json.dumps(extra, default=str),
+    }
+
+
+@SOURCES.register("synthetic_arithmetic")
+def load_synthetic(spec: SourceConfig, seed: int) -> list[Row]:
+    size = spec.limit or spec.size
+    return [
+        _make(spec, "arithmetic", i, p.question, p.answer())
+        for i, p in enumerate(synthetic.problems(spec.split, size, seed))
+    ]
+
+
+@SOURCES.register("gsm8k")
+def load_gsm8k(spec: SourceConfig, seed: int) -> list[Row]:
+    rows, origin = _rows(spec, "openai/gsm8k", "main")
+    _require(rows, origin, "question", "answer")
+    return [_make(spec, "gsm8k", i, r["question"], r["answer"]) for i, r in enumerate(rows)]
+
+
+@SOURCES.register("math")
+def load_math(spec: SourceConfig, seed: int) -> list[Row]:
+    # training questions come from MATH-lighteval, the test set is MATH-500
+    repo = "HuggingFaceH4/MATH-500" if spec.split == "test" else "DigitalLearningGmbH/MATH-lighteval"
+    rows, origin = _rows(spec, repo, None if spec.split == "test" else "default")
+    _require(rows, origin, "problem")
+    out = []
+    for i, r in enumerate(rows):
+        level = r.get("level")
+        level_num = int(str(level).split()[-1]) if level not in (None, "", "Level ?") else None
+        if spec.level is not None and level_num != spec.level:
+            continue
+        ref = r.get("answer") or r.get("solution")
+        out.append(_make(spec, "math", i, r["problem"], ref, level=level_num, subject=r.get("subject", r.get("type"))))
+    if not out:
+        raise DataError(f"dataset {origin} has no rows at level {spec.level}")
+    return out
+
+
+@SOURCES.register("arc_challenge")
+def load_arc(spec: SourceConfig, seed: int) -> list[Row]:
+    rows, origin = _rows(spec, "allenai/ai2_arc", "ARC-Challenge")
+    _require(rows, origin, "question", "choices", "answerKey")
+    out = []
+    for i, r in enumerate(rows):
+        labels, texts = r["choices"]["label"], r["choices"]["text"]
+        # ARC mixes letter and digit labels ("1".."4" on 22 test items); we re-label by position as [I]..[V]
+        ref = ROMAN[labels.index(r["answerKey"])] if r["answerKey"] in labels else None
+        out.append(_make(spec, "choice", i, r["question"], ref, choices=list(texts), labels=labels))
+    return out
+
+
+@SOURCES.register("gpqa")
+def load_gpqa(spec: SourceConfig, seed: int) -> list[Row]:
+    rows, origin = _rows(spec, "Idavidrein/gpqa", "gpqa_main")
+    _require(rows, origin, "Question", "Correct Answer", "Incorrect Answer 1")
+    out = []
+    for i, r in enumerate(rows):
+        options = [r["Correct Answer"]] + [r[f"Incorrect Answer {k}"] for k in (1, 2, 3) if r.get(f"Incorrect Answer {k}")]
+        options = [str(o).strip() for o in options]
+        order = list(range(len(options)))
+        random.Random(f"gpqa-{seed}-{i}").shuffle(order)  # fixed per question and seed
+        shuffled = [options[j] for j in order]
+        out.append(_make(spec, "choice", i, r["Question"].strip(), ROMAN[order.index(0)], choices=shuffled))
+    return out
+
+
+@SOURCES.register("file")
+def load_file(spec: SourceConfig, seed: int) -> list[Row]:
+    if not spec.path:
+        raise DataError("source 'file' needs a path")
+    rows = _read_local(spec.path)
+    qf, rf = spec.question_field or "question", spec.reference_field
+    _require(rows, spec.path, qf, *([rf] if rf else []))
+    task = spec.task or "numeric"
+    out = []
+    for i, r in enumerate(rows):
+        choices = r.get("choices") if task == "choice" else None
+        ref = r.get(rf) if rf else None
+        if task == "choice" and ref is not None:
+            idx = label_to_index(str(ref), len(choices) if choices else None)
+            ref = ROMAN[idx] if idx is not None else ref
+        out.append(_make(spec, task, i, r[qf], ref, choices=choices))
+    return out
+
+
+def load_source(spec: SourceConfig, seed: int) -> list[Row]:
+    """Rows of one source after a seeded shuffle and `limit` (the synthetic source is already random)."""
+    rows = SOURCES.get(spec.name)(spec, seed)
+    if not rows:
+        raise DataError(f"source {spec.name} ({spec.path or spec.split}) has no rows")
+    if spec.name != "synthetic_arithmetic":
+        rng = random.Random(f"{spec.name}-{spec.split}-{seed}")
+        rows = rows[:]
+        rng.shuffle(rows)
+    return rows[: spec.limit] if spec.limit else rows

@@ -1,0 +1,133 @@
+"""The `hf` engine: transformers `generate` and batched forward passes. The CPU fallback, and the reference the
+vLLM engine is tested against."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from selftrain.engines.base import ENGINES, Completion, SamplingSpec
+
+if TYPE_CHECKING:
+    from selftrain.config import Config
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+def load_model_and_tokenizer(cfg: Config, adapter: str | None = None, merge: bool = True):  # noqa: ANN201
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = cfg.model.path
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dtype = "auto" if cfg.model.dtype == "auto" else getattr(torch, _DTYPES[cfg.model.dtype])
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype, trust_remote_code=cfg.model.trust_remote_code
+    )
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+        if merge:  # generation speed: fold the adapter into the weights once
+            model = model.merge_and_unload()
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    model.eval()
+    return model, tokenizer
+
+
+@ENGINES.register("hf")
+class HFEngine:
+    def __init__(self, cfg: Config, adapter: str | None = None):
+        self.cfg = cfg
+        self.model, self.tokenizer = load_model_and_tokenizer(cfg, adapter)
+        self.device = next(self.model.parameters()).device
+        self.batch_size = cfg.sampling.batch_size
+        self._eos = {self.tokenizer.eos_token_id} | set(
+            _as_list(getattr(self.model.generation_config, "eos_token_id", None))
+        )
+
+    def _encode(self, texts: list[str]):  # noqa: ANN202
+        self.tokenizer.padding_side = "left"
+        enc = self.tokenizer(texts, add_special_tokens=False, return_tensors="pt", padding=True)
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    def generate(self, prompts: list[str], spec: SamplingSpec) -> list[list[Completion]]:
+        import torch
+
+        out: list[list[Completion]] = []
+        greedy = spec.temperature == 0
+        per = 1 if greedy else spec.n
+        # Seeding per call (and calls are per shard) makes a redone shard identical to the original.
+        torch.manual_seed(spec.seed)
+        sampling = {} if greedy else {"temperature": spec.temperature, "top_p": spec.top_p, "top_k": 0}
+        step = max(1, self.batch_size // per)
+        for i in range(0, len(prompts), step):
+            batch = prompts[i : i + step]
+            enc = self._encode(batch)
+            with torch.no_grad():
+                gen = self.model.generate(
+                    **enc,
+                    do_sample=not greedy,
+                    max_new_tokens=spec.max_tokens,
+                    num_return_sequences=per,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    **sampling,
+                )
+            new = gen[:, enc["input_ids"].shape[1] :].tolist()
+            for j in range(len(batch)):
+                comps = [self._completion(new[j * per + k]) for k in range(per)]
+                out.append(comps * spec.n if greedy else comps)
+        return out
+
+    def _completion(self, ids: list[int]) -> Completion:
+        stop_at = next((i for i, t in enumerate(ids) if t in self._eos), None)
+        if stop_at is not None:
+            ids, finish = ids[:stop_at], "stop"
+        else:
+            ids = [t for t in ids if t != self.tokenizer.pad_token_id]
+            finish = "length"
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return Completion(text=text, num_tokens=len(ids) + (finish == "stop"), finish_reason=finish)
+
+    def option_probs(self, prompts: list[str], options: tuple[str, ...]) -> list[list[float]]:
+        import torch
+
+        ids = [self.tokenizer(o, add_special_tokens=False)["input_ids"][0] for o in options]
+        out: list[list[float]] = []
+        bs = self.cfg.judge.batch_size
+        for i in range(0, len(prompts), bs):
+            enc = self._encode(prompts[i : i + bs])
+            with torch.no_grad():
+                logits = self.model(**enc).logits[:, -1, :].float()
+            probs = torch.softmax(logits, dim=-1)[:, ids]
+            out.extend(probs.tolist())
+        return out
+
+    def completion_logprobs(self, prompts: list[str], completions: list[str]) -> list[float]:
+        import torch
+
+        out = []
+        for prompt, completion in zip(prompts, completions, strict=True):
+            p = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            c = self.tokenizer(completion, add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([p + c], device=self.device)
+            with torch.no_grad():
+                logp = torch.log_softmax(self.model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+            targets = ids[0, 1:]
+            token_lp = logp.gather(1, targets[:, None])[:, 0]
+            out.append(float(token_lp[len(p) - 1 :].sum()))
+        return out
+
+    def close(self) -> None:
+        del self.model
+
+
+def _as_list(x: object) -> list:
+    if x is None:
+        return []
+    return list(x) if isinstance(x, (list, tuple, set)) else [x]

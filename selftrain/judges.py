@@ -1,0 +1,115 @@
+"""Confidence judges: turn a question's samples into scores. Registered by name (`judge.name`).
+
+core_po (CORE-PO): the model's own P(True) on each sample's reasoning (shown beside up to k other reasonings
+of the same question) and on its answer, each from one forward pass reading P(A) and P(B) of the next token;
+score = reasoning confidence x answer confidence. self_consistency (SC-PO): score = the share of the
+question's samples that reached the same answer.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from selftrain.registry import Registry
+
+if TYPE_CHECKING:
+    from selftrain.config import JudgeConfig
+    from selftrain.engines.base import Engine
+    from selftrain.prompts import PromptBuilder
+
+Row = dict[str, Any]
+Judge = Callable[["JudgeConfig", list[Row], dict[str, list[Row]], "Engine", "PromptBuilder", int], list[Row]]
+JUDGES: Registry[Judge] = Registry("judge")
+
+
+def consistency(samples: list[Row]) -> list[float]:
+    """Per sample: the fraction of the question's samples whose extracted answer equals its answer."""
+    counts = Counter(s["answer"] for s in samples if s["answer"] is not None)
+    n = len(samples)
+    return [counts[s["answer"]] / n if s["answer"] is not None else 0.0 for s in samples]
+
+
+def _two_way(probs: list[float]) -> float:
+    p_true, p_false = probs
+    total = p_true + p_false
+    return p_true / total if total > 0 else 0.5
+
+
+@JUDGES.register("core_po")
+def core_po(
+    cfg: JudgeConfig,
+    questions: list[Row],
+    samples: dict[str, list[Row]],
+    engine: Engine,
+    builder: PromptBuilder,
+    seed: int,
+) -> list[Row]:
+    prompts: list[str] = []
+    slots: list[tuple[int, str]] = []  # (row index, "reasoning" | "answer")
+    rows: list[Row] = []
+    for q in questions:
+        group = samples.get(q["question_id"], [])
+        cons = consistency(group)
+        parsed = [builder.parse(s["completion"]) for s in group]
+        # A truncated or unparsable sample gets score 0 (METHODS.md, step 3).
+        valid = [p.ok and s["finish_reason"] == "stop" for p, s in zip(parsed, group, strict=True)]
+        reasonings = [p.reasoning for p in parsed]
+        for k, (s, p, ok) in enumerate(zip(group, parsed, valid, strict=True)):
+            row = {
+                "question_id": q["question_id"],
+                "sample_index": s["sample_index"],
+                "answer": s["answer"],
+                "answer_confidence": None,
+                "reasoning_confidence": None,
+                "consistency": cons[k],
+                "score": 0.0,
+            }
+            rows.append(row)
+            if not ok:
+                continue
+            pool = [r for j, r in enumerate(reasonings) if j != k and valid[j] and r]
+            rng = random.Random(f"{seed}-{q['question_id']}-{s['sample_index']}")
+            others = rng.sample(pool, min(cfg.max_context_reasonings, len(pool)))
+            prompts.append(builder.reasoning_judge(q["question"], p.reasoning, others))
+            slots.append((len(rows) - 1, "reasoning_confidence"))
+            prompts.append(builder.answer_judge(q["question"], p.reasoning, p.answer))
+            slots.append((len(rows) - 1, "answer_confidence"))
+    if prompts:
+        probs = engine.option_probs(prompts, tuple(cfg.options))
+        for (i, key), pr in zip(slots, probs, strict=True):
+            rows[i][key] = _two_way(pr)
+    for row in rows:
+        if row["answer_confidence"] is not None and row["reasoning_confidence"] is not None:
+            row["score"] = row["answer_confidence"] * row["reasoning_confidence"]
+    return rows
+
+
+@JUDGES.register("self_consistency")
+def self_consistency(
+    cfg: JudgeConfig,
+    questions: list[Row],
+    samples: dict[str, list[Row]],
+    engine: Engine,
+    builder: PromptBuilder,
+    seed: int,
+) -> list[Row]:
+    rows = []
+    for q in questions:
+        group = samples.get(q["question_id"], [])
+        for s, c in zip(group, consistency(group), strict=True):
+            ok = s["finish_reason"] == "stop" and s["answer"] is not None
+            rows.append(
+                {
+                    "question_id": q["question_id"],
+                    "sample_index": s["sample_index"],
+                    "answer": s["answer"],
+                    "answer_confidence": None,
+                    "reasoning_confidence": None,
+                    "consistency": c,
+                    "score": c if ok else 0.0,
+                }
+            )
+    return rows

@@ -1,0 +1,80 @@
+"""Starting, resuming and rerunning a run, without Prefect (flows/ wraps the same steps as a Prefect DAG)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from selftrain.config import Config, dump_config
+from selftrain.pipeline import StaleError, execute_stage, invalidate, stage_state
+from selftrain.store import STAGES, RunStore, atomic_write_text
+from selftrain.tiny import ensure_model
+
+log = logging.getLogger(__name__)
+
+IterationFn = Callable[[str, int, bool], object]
+
+
+def prepare(cfg: Config, store: RunStore, rebuild_stale: bool) -> None:
+    """Before anything is written: the model exists (or is built), and no completed stage is stale unless the
+    user asked to rebuild. Then the resolved config is recorded in the run folder. Call under the run lock."""
+    ensure_model(cfg.model.path, cfg.model.bootstrap)
+    if not rebuild_stale:
+        for it in range(cfg.run.iterations):
+            for stage in STAGES:
+                st = stage_state(cfg, store, it, stage)
+                if st.status == "stale":
+                    raise StaleError(
+                        f"iter-{it:03d}/{stage} is stale ({'; '.join(st.reasons)}). Nothing was changed. "
+                        f"Rerun with --rebuild-stale to move stale outputs aside and redo them, or undo the change."
+                    )
+    atomic_write_text(store.config_path, dump_config(cfg))
+
+
+def run_iteration(run_dir: str, iteration: int, rebuild_stale: bool = False) -> None:
+    """One iteration's stages in DAG order; complete stages are skipped, partial ones resume."""
+    from selftrain.config import load_config
+
+    store = RunStore(run_dir)
+    cfg = load_config(store.config_path)
+    for stage in STAGES:
+        execute_stage(cfg, store, iteration, stage, rebuild_stale=rebuild_stale)
+
+
+def run(cfg: Config, rebuild_stale: bool = False, iteration_fn: IterationFn = run_iteration) -> RunStore:
+    store = RunStore(cfg.run_dir())
+    with store.lock():
+        prepare(cfg, store, rebuild_stale)
+        for it in range(cfg.run.iterations):
+            iteration_fn(str(store.run_dir), it, rebuild_stale)
+    return store
+
+
+def rerun(store: RunStore, iteration: int, stage: str, iteration_fn: IterationFn = run_iteration) -> list[str]:
+    """Move aside `stage` and what follows it in `iteration`, redo them; returns what later became stale."""
+    from selftrain.config import load_config
+
+    cfg = load_config(store.config_path)
+    with store.lock():
+        moved = invalidate(store, iteration, stage)
+        for path in moved:
+            log.info("moved aside: %s", path)
+        iteration_fn(str(store.run_dir), iteration, False)
+        stale = []
+        for it in store.iterations_on_disk():
+            if it > iteration:
+                stale += [f"iter-{it:03d}/{s}" for s in STAGES if stage_state(cfg, store, it, s).status == "stale"]
+    return stale
+
+
+def accuracy_table(store: RunStore) -> list[tuple[int, str, str, float, int]]:
+    """(iteration, model, source, accuracy, n) from each completed evaluate stage."""
+    rows = []
+    for it in store.iterations_on_disk():
+        m = store.manifest(it, "evaluate")
+        if m is None:
+            continue
+        for model, by_src in m.stats.get("metrics", {}).items():
+            for src, cell in by_src.items():
+                rows.append((it, model, src, cell["accuracy"], cell["n"]))
+    return rows

@@ -1,0 +1,70 @@
+"""Explicit, versioned pyarrow schemas: one per stage (DESIGN.md, "Parquet contracts")."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+QUESTIONS = pa.schema(
+    [
+        ("question_id", pa.string()),
+        ("source", pa.string()),
+        ("split", pa.string()),
+        ("task", pa.string()),  # grading task (gsm8k, math, choice, arithmetic)
+        ("question", pa.string()),
+        ("reference", pa.string()),  # nullable; label-free methods never read it to build pairs
+        ("choices", pa.list_(pa.string())),  # nullable
+        ("meta", pa.string()),  # JSON object
+    ]
+)
+
+SAMPLES = pa.schema(
+    [
+        ("question_id", pa.string()),
+        ("sample_index", pa.int32()),
+        ("prompt", pa.string()),
+        ("completion", pa.string()),
+        ("num_tokens", pa.int32()),
+        ("finish_reason", pa.string()),  # "stop" (end of turn) or "length" (truncated)
+        ("cumulative_logprob", pa.float64()),  # nullable (hf engine does not compute it while sampling)
+        ("answer", pa.string()),  # extracted, nullable
+    ]
+)
+
+SCORES = pa.schema(
+    [
+        ("question_id", pa.string()),
+        ("sample_index", pa.int32()),
+        ("answer", pa.string()),
+        ("answer_confidence", pa.float64()),  # nullable for judges that do not compute it
+        ("reasoning_confidence", pa.float64()),
+        ("consistency", pa.float64()),
+        ("score", pa.float64()),
+    ]
+)
+
+PAIRS = pa.schema(
+    [
+        ("question_id", pa.string()),
+        ("prompt", pa.string()),
+        ("chosen", pa.string()),
+        ("rejected", pa.string()),
+        ("chosen_score", pa.float64()),
+        ("rejected_score", pa.float64()),
+    ]
+)
+
+EVAL = pa.schema(
+    [
+        ("model", pa.string()),  # "policy" (this iteration's adapter) or "base"
+        ("source", pa.string()),
+        ("question_id", pa.string()),
+        ("completion", pa.string()),
+        ("answer", pa.string()),
+        ("reference", pa.string()),
+        ("correct", pa.bool_()),
+    ]
+)
+
+BY_STAGE = {"questions": QUESTIONS, "sample": SAMPLES, "score": SCORES, "pairs": PAIRS, "evaluate": EVAL}

@@ -1,0 +1,28 @@
+"""`python -m selftrain.stages RUN_DIR ITERATION STAGE`: one stage in its own process (reads RUN_DIR/config.yaml)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from selftrain.config import load_config
+from selftrain.logs import setup_logging
+from selftrain.stages import MODULES, run_stage
+from selftrain.store import RunStore
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m selftrain.stages", description=__doc__)
+    parser.add_argument("run_dir")
+    parser.add_argument("iteration", type=int)
+    parser.add_argument("stage", choices=list(MODULES))
+    args = parser.parse_args(argv)
+    setup_logging()
+    store = RunStore(args.run_dir)
+    cfg = load_config(store.config_path)
+    run_stage(cfg, store, args.iteration, args.stage)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Stage 4, pairs: scored samples -> DPO preference pairs with TRL's column names (prompt/chosen/rejected)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from selftrain.config import Config
+from selftrain.pairs import PAIR_BUILDERS
+from selftrain.schemas import PAIRS
+from selftrain.stages.common import StageInputs, chunks, finish, read_shards, write_sharded
+from selftrain.store import Manifest, StageWriter
+
+
+def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
+    questions = inputs.table("questions").to_pylist()
+    scores = {(r["question_id"], r["sample_index"]): r["score"] for r in inputs.table("score").to_pylist()}
+    groups_by_q: dict[str, list[dict]] = defaultdict(list)
+    for s in inputs.table("sample").to_pylist():
+        groups_by_q[s["question_id"]].append({**s, "score": scores.get((s["question_id"], s["sample_index"]), 0.0)})
+    build = PAIR_BUILDERS.get(cfg.pairs.builder)
+
+    def make_rows(group: list[dict], index: int) -> list[dict]:
+        return [p for q in group for p in build(groups_by_q[q["question_id"]], cfg.pairs.min_margin)]
+
+    groups = list(chunks(questions, cfg.data.shard_size))
+    shards = write_sharded(writer, inputs, groups, make_rows, PAIRS, f"pairs iter-{inputs.iteration:03d}")
+    t = read_shards(writer.dir, shards, PAIRS)
+    stats = {
+        "pairs": t.num_rows,
+        "questions_with_pairs": len(set(t.column("question_id").to_pylist())),
+        "questions": len(questions),
+    }
+    return finish(writer, inputs, shards, stats)

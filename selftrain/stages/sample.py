@@ -1,0 +1,95 @@
+"""Stage 2, sample: n completions per question from the current policy, one Parquet shard per question shard."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections import Counter
+
+import pyarrow as pa
+
+from selftrain.config import Config
+from selftrain.engines.base import SamplingSpec, load_engine
+from selftrain.grading import extract_answer
+from selftrain.prompts import PromptBuilder
+from selftrain.schemas import SAMPLES
+from selftrain.stages.common import StageInputs, chunks, finish, read_shards, shard_seed, write_sharded
+from selftrain.store import Manifest, StageWriter
+
+log = logging.getLogger(__name__)
+
+
+class LazyEngine:
+    """Loads the engine on first use, so a fully resumed stage never pays for a model load."""
+
+    def __init__(self, cfg: Config, adapter: str | None):
+        self.cfg, self.adapter = cfg, adapter
+
+    @functools.cached_property
+    def engine(self):  # noqa: ANN201
+        log.info("loading engine for %s (adapter: %s)", self.cfg.model.path, self.adapter or "none")
+        return load_engine(self.cfg, self.adapter)
+
+    @functools.cached_property
+    def builder(self) -> PromptBuilder:
+        return PromptBuilder(self.engine.tokenizer, self.cfg.prompt.template, self.cfg.prompt.system)
+
+    def close(self) -> None:
+        """Free the model; a later use loads it again."""
+        if "engine" in self.__dict__:
+            self.engine.close()
+        self.__dict__.pop("engine", None)
+        self.__dict__.pop("builder", None)
+
+
+def sample_rows(cfg: Config, lazy: LazyEngine, group: list[dict], seed: int) -> list[dict]:
+    s = cfg.sampling
+    prompts = [lazy.builder.question(q["question"], q["choices"]) for q in group]
+    outs = lazy.engine.generate(prompts, SamplingSpec(s.n, s.temperature, s.top_p, s.max_tokens, seed))
+    rows = []
+    for q, prompt, comps in zip(group, prompts, outs, strict=True):
+        for k, c in enumerate(comps):
+            rows.append(
+                {
+                    "question_id": q["question_id"],
+                    "sample_index": k,
+                    "prompt": prompt,
+                    "completion": c.text,
+                    "num_tokens": c.num_tokens,
+                    "finish_reason": c.finish_reason,
+                    "cumulative_logprob": c.cumulative_logprob,
+                    "answer": extract_answer(q["task"], c.text, q["choices"]),
+                }
+            )
+    return rows
+
+
+def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
+    questions = inputs.table("questions").to_pylist()
+    groups = list(chunks(questions, cfg.data.shard_size))
+    lazy = LazyEngine(cfg, inputs.policy_adapter())
+    try:
+        shards = write_sharded(
+            writer,
+            inputs,
+            groups,
+            lambda g, i: sample_rows(cfg, lazy, g, shard_seed(cfg.run.seed, inputs.iteration, i)),
+            SAMPLES,
+            f"sample iter-{inputs.iteration:03d}",
+        )
+    finally:
+        lazy.close()
+    return finish(writer, inputs, shards, _stats(read_shards(writer.dir, shards, SAMPLES)))
+
+
+def _stats(t: pa.Table) -> dict:
+    if t.num_rows == 0:
+        return {"samples": 0}
+    finish_reasons = Counter(t.column("finish_reason").to_pylist())
+    answers = t.column("answer").to_pylist()
+    return {
+        "samples": t.num_rows,
+        "mean_tokens": round(sum(t.column("num_tokens").to_pylist()) / t.num_rows, 2),
+        "truncated": finish_reasons.get("length", 0),
+        "with_answer": sum(a is not None for a in answers),
+    }

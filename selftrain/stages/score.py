@@ -1,0 +1,43 @@
+"""Stage 3, score: the confidence judge over each question's samples (CORE-PO P(True) by default)."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+
+from selftrain.config import Config
+from selftrain.judges import JUDGES
+from selftrain.schemas import SCORES
+from selftrain.stages.common import StageInputs, chunks, finish, read_shards, shard_seed, write_sharded
+from selftrain.stages.sample import LazyEngine
+from selftrain.store import Manifest, StageWriter
+
+
+def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
+    questions = inputs.table("questions").to_pylist()
+    by_question: dict[str, list[dict]] = defaultdict(list)
+    for s in inputs.table("sample").to_pylist():
+        by_question[s["question_id"]].append(s)
+    judge = JUDGES.get(cfg.judge.name)
+    # the judge is the policy itself (CORE-PO judges with the model being trained)
+    lazy = LazyEngine(cfg, inputs.policy_adapter())
+    needs_model = cfg.judge.name != "self_consistency"
+
+    def make_rows(group: list[dict], index: int) -> list[dict]:
+        seed = shard_seed(cfg.run.seed, inputs.iteration, index)
+        engine, builder = (lazy.engine, lazy.builder) if needs_model else (None, None)
+        return judge(cfg.judge, group, by_question, engine, builder, seed)
+
+    try:
+        groups = list(chunks(questions, cfg.data.shard_size))
+        shards = write_sharded(writer, inputs, groups, make_rows, SCORES, f"score iter-{inputs.iteration:03d}")
+    finally:
+        lazy.close()
+    t = read_shards(writer.dir, shards, SCORES)
+    scores = t.column("score").to_pylist()
+    stats = {
+        "scored": t.num_rows,
+        "mean_score": round(statistics.fmean(scores), 6) if scores else None,
+        "zero_scores": sum(s == 0 for s in scores),
+    }
+    return finish(writer, inputs, shards, stats)

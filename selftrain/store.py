@@ -1,0 +1,284 @@
+"""The on-disk store: per-iteration stage folders, atomic shards, manifests written last, a run lock.
+
+A stage's output is complete iff its `_manifest.json` exists. Shards are written to a temp name and renamed,
+so a reader never sees half a file and a crashed stage keeps every finished shard. Old output is moved aside,
+never deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, Field
+
+from selftrain.schemas import SCHEMA_VERSION
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "_manifest.json"
+STARTED = "_started.json"  # fingerprint of a stage in progress: finished shards are reused only if it matches
+FAILED = "_failed.json"
+
+# stage name -> folder name, in DAG order
+STAGES = ["questions", "sample", "score", "pairs", "train", "evaluate"]
+FOLDERS = {
+    "questions": "questions",
+    "sample": "samples",
+    "score": "scores",
+    "pairs": "pairs",
+    "train": "policy",
+    "evaluate": "eval",
+}
+
+
+class StoreError(RuntimeError):
+    """A store problem a user must act on (corrupt shard, locked run, stale stage); one-line message."""
+
+
+class ShardInfo(BaseModel):
+    name: str
+    rows: int
+    sha256: str
+
+
+class Manifest(BaseModel):
+    stage: str
+    iteration: int
+    fingerprint: str
+    output_id: str = Field(description="Changes whenever this output is (re)built; downstream fingerprints use it.")
+    config: dict[str, Any] = Field(default_factory=dict, description="Flattened config keys this stage read.")
+    upstream: dict[str, str] = Field(default_factory=dict, description="Upstream stage -> its output_id.")
+    shards: list[ShardInfo] = Field(default_factory=list)
+    files: list[ShardInfo] = Field(default_factory=list, description="Non-shard outputs (adapter, metrics).")
+    schema_version: int = SCHEMA_VERSION
+    started_at: str = ""
+    finished_at: str = ""
+    versions: dict[str, str] = Field(default_factory=dict)
+    stats: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows for s in self.shards)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def shard_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def write_shard(out_dir: Path, index: int, rows: list[dict[str, Any]], schema: pa.Schema) -> ShardInfo:
+    """Write rows as one Parquet shard through `schema` (temp file + rename)."""
+    table = pa.Table.from_pylist(rows, schema=schema)
+    path = out_dir / shard_name(index)
+    tmp = out_dir / f".{path.name}.tmp-{os.getpid()}"
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+    return ShardInfo(name=path.name, rows=table.num_rows, sha256=sha256_file(path))
+
+
+def read_shard(path: Path) -> pa.Table:
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise StoreError(f"corrupt shard {path}: {str(e).splitlines()[0]}") from None
+
+
+def read_stage(stage_dir: Path, verify: bool = True) -> pa.Table:
+    """All shards of a completed stage as one table; with `verify`, checks sha256 against the manifest."""
+    manifest = load_manifest(stage_dir)
+    if manifest is None:
+        raise StoreError(f"{stage_dir} is not complete (no {MANIFEST})")
+    tables = []
+    for shard in manifest.shards:
+        path = stage_dir / shard.name
+        if not path.exists():
+            raise StoreError(f"missing shard {path} (listed in {MANIFEST})")
+        if verify and sha256_file(path) != shard.sha256:
+            raise StoreError(f"corrupt shard {path}: sha256 differs from {MANIFEST}")
+        tables.append(read_shard(path))
+    if not tables:
+        from selftrain.schemas import BY_STAGE
+
+        return BY_STAGE[manifest.stage].empty_table()
+    return pa.concat_tables(tables)
+
+
+def load_manifest(stage_dir: Path) -> Manifest | None:
+    path = stage_dir / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        return Manifest.model_validate_json(path.read_text())
+    except ValueError:
+        raise StoreError(f"corrupt manifest {path}") from None
+
+
+def write_manifest(stage_dir: Path, manifest: Manifest) -> None:
+    atomic_write_text(stage_dir / MANIFEST, manifest.model_dump_json(indent=2))
+    for marker in (STARTED, FAILED):
+        (stage_dir / marker).unlink(missing_ok=True)
+
+
+def fingerprint(stage: str, config: dict[str, Any], upstream: dict[str, str]) -> str:
+    payload = json.dumps(
+        {"stage": stage, "config": config, "upstream": upstream, "schema": SCHEMA_VERSION}, sort_keys=True
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def move_aside(path: Path, reason: str = "stale") -> Path | None:
+    """Rename `path` to `<name>.<reason>-<timestamp>` beside it; never deletes."""
+    if not path.exists():
+        return None
+    stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
+    target = path.with_name(f"{path.name}.{reason}-{stamp}")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.{reason}-{stamp}-{n}")
+        n += 1
+    os.replace(path, target)
+    log.warning("moved %s aside to %s", path, target.name)
+    return target
+
+
+class RunStore:
+    """Paths and bookkeeping of one run folder (artifacts/runs/<run>)."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+
+    @property
+    def config_path(self) -> Path:
+        return self.run_dir / "config.yaml"
+
+    def iter_dir(self, iteration: int) -> Path:
+        return self.run_dir / f"iter-{iteration:03d}"
+
+    def stage_dir(self, iteration: int, stage: str) -> Path:
+        return self.iter_dir(iteration) / FOLDERS[stage]
+
+    def manifest(self, iteration: int, stage: str) -> Manifest | None:
+        return load_manifest(self.stage_dir(iteration, stage))
+
+    def iterations_on_disk(self) -> list[int]:
+        out = []
+        for p in self.run_dir.glob("iter-[0-9][0-9][0-9]"):
+            out.append(int(p.name.split("-")[1]))
+        return sorted(out)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """One writer per run folder. A lock left by a dead process on this host is taken over."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.run_dir / ".lock"
+        if os.environ.get("SELFTRAIN_LOCK_OWNER") == str(os.getpid()) and path.exists():
+            yield  # re-entrant: a flow inside `selftrain run` already holds it
+            return
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": now()}
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    owner = json.loads(path.read_text() or "{}")
+                except (OSError, ValueError):
+                    owner = {}
+                if owner.get("host") == me["host"] and not _pid_alive(int(owner.get("pid", -1))):
+                    log.warning("taking over a lock left by dead process %s", owner.get("pid"))
+                    path.unlink(missing_ok=True)
+                    continue
+                raise StoreError(
+                    f"run folder {self.run_dir} is in use by pid {owner.get('pid')} on {owner.get('host')} "
+                    f"since {owner.get('since')} (lock file {path})"
+                ) from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            break
+        os.environ["SELFTRAIN_LOCK_OWNER"] = str(os.getpid())
+        try:
+            yield
+        finally:
+            os.environ.pop("SELFTRAIN_LOCK_OWNER", None)
+            with contextlib.suppress(FileNotFoundError):
+                if json.loads(path.read_text()).get("pid") == os.getpid():
+                    path.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie (killed, not yet reaped) is dead for our purposes
+    with contextlib.suppress(OSError):
+        if "State:\tZ" in Path(f"/proc/{pid}/status").read_text():
+            return False
+    return True
+
+
+class StageWriter:
+    """Writes one stage's shards with resume: finished shards of an interrupted attempt with the same
+    fingerprint are kept; anything else in the folder is moved aside first."""
+
+    def __init__(self, stage_dir: Path, fp: str):
+        self.dir = stage_dir
+        self.fp = fp
+        self.started_at = now()
+        started = stage_dir / STARTED
+        if stage_dir.exists():
+            prev = json.loads(started.read_text()).get("fingerprint") if started.exists() else None
+            if prev != fp or (stage_dir / MANIFEST).exists():
+                move_aside(stage_dir, "replaced")
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        if not started.exists():
+            atomic_write_text(started, json.dumps({"fingerprint": fp, "started_at": self.started_at}))
+        (stage_dir / FAILED).unlink(missing_ok=True)
+
+    def done_shard(self, index: int) -> ShardInfo | None:
+        path = self.dir / shard_name(index)
+        if not path.exists():
+            return None
+        try:
+            rows = pq.read_metadata(path).num_rows
+        except (pa.ArrowInvalid, OSError):
+            log.warning("redoing unreadable shard %s", path)
+            return None
+        return ShardInfo(name=path.name, rows=rows, sha256=sha256_file(path))
+
+    def record_failure(self, error: BaseException) -> None:
+        atomic_write_text(
+            self.dir / FAILED, json.dumps({"error": f"{type(error).__name__}: {error}", "at": now()})
+        )
+

@@ -1,0 +1,157 @@
+"""LoRA-DPO with TRL: the core of the train stage, usable in-process or under `accelerate launch`.
+
+The reference policy is never a second copy of the weights: with a fresh adapter (training.init=base, or
+iteration 0) TRL uses the base model with the adapter disabled; when continuing from adapter i-1
+(training.init=previous) TRL keeps a frozen copy of that adapter as the reference, so each iteration's DPO is
+anchored at the policy that produced its data.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from selftrain.config import Config
+from selftrain.stages.common import maybe_kill
+
+log = logging.getLogger(__name__)
+
+METRIC_KEYS = ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"]
+
+
+def _kill_callback():  # noqa: ANN202 - transformers type
+    from transformers import TrainerCallback
+
+    class KillAfterCheckpoint(TrainerCallback):
+        """Fault injection for crash tests (see stages.common.maybe_kill): dies right after a checkpoint."""
+
+        def on_save(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+            maybe_kill("train", "step", state.global_step)
+            return control
+
+    return KillAfterCheckpoint()
+
+
+def latest_checkpoint(ckpt_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not ckpt_dir.is_dir():
+        return None
+    return get_last_checkpoint(str(ckpt_dir))
+
+
+def train_dpo(cfg: Config, pair_files: list[str], out_dir: Path, init_adapter: str | None) -> dict[str, Any]:
+    """Train and save the adapter to `out_dir`; resumes from `out_dir/checkpoints` if a checkpoint is there.
+    Returns summary metrics (the last logged DPO metrics, steps, runtime)."""
+    import torch
+    from datasets import load_dataset
+    from peft import LoraConfig, PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    t = cfg.training
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dtype = torch.bfloat16 if t.bf16 else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(
+        cfg.model.path, dtype=dtype, trust_remote_code=cfg.model.trust_remote_code
+    )
+    peft_config = None
+    if init_adapter and t.init == "previous":
+        model = PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
+    else:
+        peft_config = LoraConfig(
+            r=t.lora.r,
+            lora_alpha=t.lora.alpha,
+            lora_dropout=t.lora.dropout,
+            target_modules=t.lora.target_modules,
+            task_type="CAUSAL_LM",
+        )
+    dataset = load_dataset("parquet", data_files=pair_files, split="train")
+    dataset = dataset.select_columns(["prompt", "chosen", "rejected"])
+    ckpt_dir = out_dir / "checkpoints"
+    use_cpu = not torch.cuda.is_available()
+    args = DPOConfig(
+        output_dir=str(ckpt_dir),
+        per_device_train_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        max_steps=t.max_steps,
+        num_train_epochs=t.epochs,
+        beta=t.beta,
+        loss_type=[t.loss_type],
+        max_grad_norm=t.max_grad_norm,
+        max_length=t.max_length,
+        warmup_steps=t.warmup_ratio,  # transformers 5: a float < 1 is a ratio
+        lr_scheduler_type="linear",
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        logging_steps=t.logging_steps,
+        bf16=t.bf16 and not use_cpu,
+        use_cpu=use_cpu,
+        gradient_checkpointing=t.gradient_checkpointing,
+        report_to=t.report_to or "none",
+        seed=t.seed,
+        data_seed=t.seed,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+        save_only_model=False,  # optimizer, scheduler and RNG states are what make a resume exact
+    )
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[_kill_callback()],
+    )
+    resume = latest_checkpoint(ckpt_dir)
+    if resume:
+        log.info("resuming training from %s", resume)
+    result = trainer.train(resume_from_checkpoint=resume)
+    if trainer.accelerator.is_main_process:
+        trainer.model.save_pretrained(str(out_dir), selected_adapters=["default"])
+        check_adapter(out_dir)
+    history = trainer.state.log_history
+    last = {k: v for entry in history for k, v in entry.items() if k in METRIC_KEYS}
+    return {
+        "steps": trainer.state.global_step,
+        "pairs": len(dataset),
+        "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
+        "resumed_from": Path(resume).name if resume else None,
+        **{k.replace("/", "_"): round(float(v), 6) for k, v in last.items()},
+    }
+
+
+def save_identity_adapter(cfg: Config, out_dir: Path, init_adapter: str | None) -> None:
+    """No pairs to learn from: the policy stays what it was (the previous adapter, or a zero-effect LoRA)."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(cfg.model.path, dtype=torch.float32)
+    if init_adapter and cfg.training.init == "previous":
+        model = PeftModel.from_pretrained(model, init_adapter)
+    else:
+        lora = cfg.training.lora
+        model = get_peft_model(
+            model,
+            LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=lora.target_modules, task_type="CAUSAL_LM"),
+        )
+    model.save_pretrained(str(out_dir))
+
+
+def check_adapter(out_dir: Path) -> None:
+    """Saved LoRA tensors must be non-empty and finite (ZeRO-3 is known to save empty adapters)."""
+    from safetensors.torch import load_file
+
+    path = out_dir / "adapter_model.safetensors"
+    tensors = load_file(str(path))
+    bad = [k for k, v in tensors.items() if v.numel() == 0 or not bool(v.float().isfinite().all())]
+    if not tensors or bad:
+        raise RuntimeError(f"{path}: adapter tensors empty or not finite: {bad[:3] or 'no tensors'}")
+    norm = math.sqrt(sum(float(v.float().pow(2).sum()) for v in tensors.values()))
+    log.info("adapter saved: %d tensors, L2 norm %.4f", len(tensors), norm)
