@@ -130,6 +130,8 @@ def extract_choice(text: str, choices: list[str] | None = None) -> str | None:
         bracketed = _CHOICE_TOKEN.findall(span)
         if bracketed:
             return bracketed[0] if span is marked else bracketed[-1]
+        if span is not marked:
+            continue  # a bare leading "I"/"A" in free text is a word, not a label
         m = re.match(r"\(?\s*([A-Za-z]|\d{1,2}|[IVX]{1,4})\s*\)?(?:[\s.:,]|$)", span.strip())
         if m:
             idx = label_to_index(m.group(1), n)

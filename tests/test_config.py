@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import pytest
+
+from selftrain.config import Config, ConfigError, load_config
+
+from .conftest import ROOT, cli, write_recipe
+
+
+def test_defaults_and_embedded_recipe_validate():
+    assert Config().sampling.n == 5
+    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml")
+    assert cfg.prompt.template == "plain"
+    assert cfg.model.bootstrap is not None
+
+
+def test_precedence_defaults_recipe_overrides(tmp_path):
+    recipe = write_recipe(tmp_path / "r.yaml", {"sampling": {"temperature": 0.7}})
+    assert load_config(recipe).sampling.temperature == 0.7
+    assert load_config(recipe).sampling.top_p == 0.9  # default kept
+    cfg = load_config(recipe, ["sampling.temperature=0.3", "data.train.0.limit=5"])
+    assert cfg.sampling.temperature == 0.3
+    assert cfg.data.train[0].limit == 5
+
+
+def test_unknown_key_suggests_closest(tmp_path):
+    recipe = write_recipe(tmp_path / "r.yaml", {"sampling": {"temprature": 0.7}})
+    with pytest.raises(ConfigError, match=r"unknown config key 'sampling.temprature'.*did you mean 'sampling.temperature'"):
+        load_config(recipe)
+    with pytest.raises(ConfigError, match="did you mean 'training.learning_rate'"):
+        load_config(None, ["training.learning_rte=1e-4"])
+
+
+def test_wrong_type_names_field_and_value(tmp_path):
+    with pytest.raises(ConfigError, match=r"invalid value for 'sampling.n': 'many'"):
+        load_config(None, ["sampling.n=many"])
+    with pytest.raises(ConfigError, match=r"sampling.top_p.*1.5"):
+        load_config(None, ["sampling.top_p=1.5"])
+
+
+def test_unknown_registry_names_suggest():
+    with pytest.raises(ConfigError, match="did you mean 'core_po'"):
+        load_config(None, ["judge.name=core-po"])
+    with pytest.raises(ConfigError, match="did you mean 'gsm8k'"):
+        load_config(None, ["data.train.0.name=gsm8"])
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sampling: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_cli_rejects_bad_config_with_one_line(tmp_path):
+    recipe = write_recipe(tmp_path / "r.yaml", {"sampling": {"temprature": 0.7}, "store": {"root": str(tmp_path)}})
+    proc = cli("run", str(recipe), "--no-prefect")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "sampling.temperature" in lines[0], proc.stderr
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,196 @@
+"""End to end on a tiny model: real transformers sampling and judging, real TRL/PEFT training, real Parquet,
+real SIGKILLs. Marked slow (about a minute each on 2 cores)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+
+from selftrain.store import RunStore, read_stage, sha256_file
+
+from .conftest import cli, tiny_recipe, write_recipe
+
+pytestmark = pytest.mark.slow
+
+COMPARED = ["questions", "sample", "score", "pairs"]
+
+
+def _tables(run_dir: Path, iteration: int = 0) -> dict:
+    store = RunStore(run_dir)
+    return {st: read_stage(store.stage_dir(iteration, st)).to_pylist() for st in COMPARED}
+
+
+def _adapter(run_dir: Path, iteration: int = 0) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(RunStore(run_dir).stage_dir(iteration, "train") / "adapter_model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_model):
+    """An uninterrupted 2-iteration run."""
+    root = tmp_path_factory.mktemp("reference")
+    recipe = write_recipe(root / "r.yaml", tiny_recipe(root, tiny_model, run={"name": "t", "iterations": 2}))
+    proc = cli("run", str(recipe), "--no-prefect")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "accuracy" in proc.stdout
+    return root / "runs" / "t"
+
+
+def _copy(reference: Path, tmp_path: Path, tiny_model: Path) -> tuple[Path, Path]:
+    """A copy of the reference run and a recipe pointing at it."""
+    root = tmp_path / "copy"
+    shutil.copytree(reference, root / "runs" / "t")
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(root, tiny_model, run={"name": "t", "iterations": 2}))
+    return root / "runs" / "t", recipe
+
+
+def test_completed_run_status_and_artifacts(reference):
+    proc = cli("status", str(reference))
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if line.strip()[:1].isdigit() and "done" in line]
+    assert len(rows) == 2 and all(cell == "done" for row in rows for cell in row[1:7])
+    metrics = json.loads((reference / "iter-000" / "eval" / "metrics.json").read_text())
+    assert set(metrics) == {"base", "policy"} and metrics["policy"]["synthetic_arithmetic"]["n"] == 12
+    # training changed the adapter: LoRA B starts at zero
+    assert max(float(v.abs().max()) for k, v in _adapter(reference).items() if "lora_B" in k) > 0
+    # iteration 1 continued from adapter 0 and changed it again
+    a0, a1 = _adapter(reference, 0), _adapter(reference, 1)
+    assert any(float((a0[k] - a1[k]).abs().max()) > 0 for k in a0)
+
+
+def test_pairs_load_with_datasets(reference):
+    from datasets import load_dataset
+
+    files = sorted(str(p) for p in (reference / "iter-000" / "pairs").glob("part-*.parquet"))
+    ds = load_dataset("parquet", data_files=files, split="train")
+    assert {"prompt", "chosen", "rejected"} <= set(ds.column_names)
+    assert len(ds) > 0 and all(r["chosen"] != r["rejected"] for r in ds)
+
+
+def test_adapter_loads_with_peft(reference, tiny_model):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(str(tiny_model)), str(reference / "iter-001" / "policy")
+    )
+    logits = model(input_ids=torch.tensor([[2, 10, 11, 12]])).logits
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("kill_at", ["sample:shard:0", "score:shard:1", "train:step:2"])
+def test_sigkill_then_resume_equals_uninterrupted(kill_at, reference, tmp_path, tiny_model):
+    root = tmp_path / "killed"
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(root, tiny_model))
+    run_dir = root / "runs" / "t"
+    proc = cli("run", str(recipe), "--no-prefect", env={"SELFTRAIN_KILL_AT": kill_at})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    stage = kill_at.split(":")[0]
+    status = cli("status", str(run_dir)).stdout
+    assert "partial" in status, status
+    stage_dir = RunStore(run_dir).stage_dir(0, stage)
+    kept = {p.name: p.stat().st_mtime_ns for p in stage_dir.glob("part-*.parquet")}
+    ckpts = sorted(p.name for p in (stage_dir / "checkpoints").glob("checkpoint-*")) if stage == "train" else []
+
+    proc = cli("run", str(recipe), "--no-prefect")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # finished shards were reused, not redone
+    assert {p: (stage_dir / p).stat().st_mtime_ns for p in kept} == kept
+    if stage == "train":
+        assert ckpts == ["checkpoint-2"]
+        manifest = json.loads((stage_dir / "_manifest.json").read_text())
+        assert manifest["stats"]["resumed_from"] == "checkpoint-2" and manifest["stats"]["steps"] == 4
+        ref, got = _adapter(reference), _adapter(run_dir)
+        assert all(float((ref[k] - got[k]).abs().max()) < 1e-5 for k in ref)
+    assert _tables(run_dir) == _tables(reference)
+
+
+def test_rerun_score_keeps_upstream_and_marks_later_stale(reference, tmp_path, tiny_model):
+    run_dir, _ = _copy(reference, tmp_path, tiny_model)
+    store = RunStore(run_dir)
+    before = {st: [sha256_file(p) for p in sorted(store.stage_dir(0, st).glob("part-*"))] for st in ("questions", "sample")}
+    ids = {st: store.manifest(0, st).output_id for st in ("score", "pairs", "train", "evaluate")}
+    proc = cli("rerun", str(run_dir), "--iteration", "0", "--stage", "score", "--no-prefect")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    after = {st: [sha256_file(p) for p in sorted(store.stage_dir(0, st).glob("part-*"))] for st in ("questions", "sample")}
+    assert after == before
+    for st, old in ids.items():
+        assert store.manifest(0, st).output_id != old, st
+    assert list((run_dir / "iter-000").glob("scores.stale-*")) and list((run_dir / "iter-000").glob("policy.stale-*"))
+    assert "iter-001/sample" in proc.stdout
+    status = cli("status", str(run_dir)).stdout
+    assert "iter-001/sample stale: upstream iter-000/train was rebuilt" in status
+
+
+def test_changed_key_makes_stage_stale_and_nothing_is_deleted(reference, tmp_path, tiny_model):
+    run_dir, recipe = _copy(reference, tmp_path, tiny_model)
+    files = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
+    proc = cli("run", str(recipe), "--no-prefect", "--set", "sampling.temperature=0.7")
+    assert proc.returncode == 2
+    assert "iter-000/sample is stale (sampling.temperature: 1.0 -> 0.7)" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()) == files
+
+
+def test_second_concurrent_run_is_refused(reference, tmp_path, tiny_model):
+    run_dir, recipe = _copy(reference, tmp_path, tiny_model)
+    with RunStore(run_dir).lock():
+        proc = cli("run", str(recipe), "--no-prefect")
+    assert proc.returncode == 2 and "is in use by pid" in proc.stderr, proc.stderr
+
+
+def test_corrupt_shard_is_named_and_store_left_intact(reference, tmp_path, tiny_model):
+    run_dir, _ = _copy(reference, tmp_path, tiny_model)
+    shard = run_dir / "iter-000" / "samples" / "part-00000.parquet"
+    shard.write_bytes(shard.read_bytes()[:-40] + b"\0" * 40)
+    proc = cli("show", str(shard.parent))
+    assert proc.returncode == 2 and "corrupt shard" in proc.stderr and "part-00000.parquet" in proc.stderr
+    proc = cli("rerun", str(run_dir), "--iteration", "0", "--stage", "score", "--no-prefect")
+    assert proc.returncode == 2 and "part-00000.parquet" in proc.stderr, proc.stderr
+    assert (run_dir / "iter-000" / "scores" / "_manifest.json").exists()  # nothing moved aside
+
+
+def test_bad_inputs_fail_with_one_line(tmp_path, tiny_model):
+    cases = {
+        "missing model": (tiny_recipe(tmp_path, tmp_path / "no-model"), "model.path: no model at"),
+        "no question column": (
+            tiny_recipe(tmp_path, tiny_model, data={"train": [{"name": "file", "path": str(tmp_path / "d.jsonl")}]}),
+            "has no column 'question'",
+        ),
+        "empty dataset": (
+            tiny_recipe(tmp_path, tiny_model, data={"train": [{"name": "file", "path": str(tmp_path / "e.jsonl")}]}),
+            "has no rows",
+        ),
+    }
+    (tmp_path / "d.jsonl").write_text('{"prompt": "1+1", "answer": "2"}\n')
+    (tmp_path / "e.jsonl").write_text("")
+    for name, (recipe, message) in cases.items():
+        recipe["run"] = {"name": name.replace(" ", "-")}
+        proc = cli("run", str(write_recipe(tmp_path / f"{name}.yaml", recipe)), "--no-prefect")
+        assert proc.returncode == 2, (name, proc.stderr[-2000:])
+        lines = proc.stderr.strip().splitlines()
+        assert message in lines[-1] and "Traceback" not in proc.stderr, (name, proc.stderr[-2000:])
+
+
+def test_one_iteration_under_prefect(tmp_path, tiny_model):
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows import configure_prefect
+    from selftrain.config import load_config
+    from selftrain.runner import run
+
+    configure_prefect(str(tmp_path))
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path, tiny_model))
+    with prefect_test_harness(server_startup_timeout=180):
+        from flows.iteration import iteration
+
+        store = run(load_config(recipe), iteration_fn=lambda r, i, rb: iteration(r, i, rb))
+    for stage in ("questions", "sample", "score", "pairs", "train", "evaluate"):
+        assert store.manifest(0, stage) is not None, stage
+    assert (store.stage_dir(0, "evaluate") / "metrics.json").exists()

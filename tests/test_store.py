@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pyarrow.parquet as pq
+import pytest
+
+from selftrain.schemas import QUESTIONS
+from selftrain.store import (
+    Manifest,
+    RunStore,
+    StageWriter,
+    StoreError,
+    fingerprint,
+    load_manifest,
+    move_aside,
+    read_stage,
+    write_manifest,
+    write_shard,
+)
+
+ROW = {
+    "question_id": "q1",
+    "source": "s",
+    "split": "train",
+    "task": "arithmetic",
+    "question": "1+1=?",
+    "reference": "2",
+    "choices": None,
+    "meta": "{}",
+}
+
+
+def _complete_stage(d, rows=2):
+    w = StageWriter(d, "fp1")
+    info = write_shard(d, 0, [ROW] * rows, QUESTIONS)
+    write_manifest(d, Manifest(stage="questions", iteration=0, fingerprint="fp1", output_id="o1", shards=[info]))
+    return info
+
+
+def test_shard_written_through_schema_and_atomically(tmp_path):
+    info = write_shard(tmp_path, 3, [ROW], QUESTIONS)
+    assert info.name == "part-00003.parquet" and info.rows == 1
+    assert pq.read_schema(tmp_path / info.name).equals(QUESTIONS)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_schema_rejects_wrong_types(tmp_path):
+    with pytest.raises(Exception):  # noqa: B017 - pyarrow raises ArrowInvalid/TypeError
+        write_shard(tmp_path, 0, [{**ROW, "question": 12.5}], QUESTIONS)
+    assert not list(tmp_path.glob("part-*"))
+
+
+def test_manifest_last_and_corruption_detected(tmp_path):
+    d = tmp_path / "questions"
+    _complete_stage(d)
+    assert load_manifest(d).rows == 2
+    assert read_stage(d).num_rows == 2
+    with open(d / "part-00000.parquet", "r+b") as f:
+        f.seek(10)
+        f.write(b"garbage")
+    with pytest.raises(StoreError, match="corrupt shard .*part-00000.parquet"):
+        read_stage(d)
+
+
+def test_writer_resumes_same_fingerprint_and_moves_other_aside(tmp_path):
+    d = tmp_path / "samples"
+    StageWriter(d, "fpA")
+    write_shard(d, 0, [ROW], QUESTIONS)
+    w = StageWriter(d, "fpA")  # same attempt resumed: shard kept
+    assert w.done_shard(0) is not None and w.done_shard(1) is None
+    StageWriter(d, "fpB")  # another config: old partial output moved aside, not deleted
+    assert not (d / "part-00000.parquet").exists()
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("samples.replaced-")]
+    assert len(aside) == 1 and (aside[0] / "part-00000.parquet").exists()
+
+
+def test_move_aside_never_overwrites(tmp_path):
+    for _ in range(3):
+        (tmp_path / "x").mkdir()
+        assert move_aside(tmp_path / "x") is not None
+    assert len(list(tmp_path.glob("x.stale-*"))) == 3
+
+
+def test_fingerprint_depends_on_config_and_upstream():
+    a = fingerprint("sample", {"sampling.n": 5}, {"q": "1"})
+    assert a == fingerprint("sample", {"sampling.n": 5}, {"q": "1"})
+    assert a != fingerprint("sample", {"sampling.n": 4}, {"q": "1"})
+    assert a != fingerprint("sample", {"sampling.n": 5}, {"q": "2"})
+
+
+def test_lock_refuses_a_second_live_owner(tmp_path):
+    store = RunStore(tmp_path / "run")
+    store.run_dir.mkdir()
+    # pid 1 is alive on every Linux host
+    (store.run_dir / ".lock").write_text(json.dumps({"pid": 1, "host": socket.gethostname(), "since": "t"}))
+    with pytest.raises(StoreError, match="in use by pid 1"):
+        with store.lock():
+            pass
+
+
+def test_lock_taken_over_from_dead_process(tmp_path):
+    store = RunStore(tmp_path / "run")
+    store.run_dir.mkdir()
+    dead = 2**22 + 12345
+    (store.run_dir / ".lock").write_text(json.dumps({"pid": dead, "host": socket.gethostname()}))
+    with store.lock():
+        assert json.loads((store.run_dir / ".lock").read_text())["pid"] == os.getpid()
+    assert not (store.run_dir / ".lock").exists()
