@@ -126,7 +126,9 @@ def cmd_grade(args: argparse.Namespace) -> int:
     from selftrain.grading.grade import grade_rows, read_rows, write_rows
 
     rows = read_rows(Path(args.file))
-    summary, graded = grade_rows(args.task, rows, args.completion_field, args.reference_field, args.choices_field)
+    summary, graded = grade_rows(
+        args.task, rows, args.completion_field, args.reference_field, args.choices_field
+    )
     if args.output:
         write_rows(Path(args.output), graded)
         summary["output"] = args.output
@@ -140,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="start or resume a run")
-    r.add_argument("config", nargs="?", default=DEFAULT_RECIPE, help=f"YAML recipe (default {DEFAULT_RECIPE})")
+    r.add_argument(
+        "config", nargs="?", default=DEFAULT_RECIPE, help=f"YAML recipe (default {DEFAULT_RECIPE})"
+    )
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     r.add_argument("--iterations", type=int, help="shorthand for --set run.iterations=N")
     r.add_argument("--rebuild-stale", action="store_true", help="move stale outputs aside and redo them")

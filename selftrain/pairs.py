@@ -56,7 +56,9 @@ def majority_vs_minority(group: list[Row], min_margin: float) -> list[Row]:
     majority = min(a for a, c in counts.items() if c == top)  # deterministic among equal counts
     if top == 1 and len(counts) > 1:
         return []  # no majority at all: nothing to prefer
-    winners = sorted((r for r in group if r["answer"] == majority), key=lambda r: (-r["score"], r["sample_index"]))
+    winners = sorted(
+        (r for r in group if r["answer"] == majority), key=lambda r: (-r["score"], r["sample_index"])
+    )
     chosen = winners[0]
     return [
         _pair(chosen, r)

@@ -31,7 +31,12 @@ STAGE_KEYS: dict[str, list[str]] = {
     "evaluate": ["model.path", "model.dtype", "prompt", "evaluation", "data.eval", "engine.name"],
 }
 # keys that do not change a stage's output (logging, launch plumbing)
-IGNORED_KEYS = {"training.report_to", "training.logging_steps", "training.accelerate_config", "training.save_steps"}
+IGNORED_KEYS = {
+    "training.report_to",
+    "training.logging_steps",
+    "training.accelerate_config",
+    "training.save_steps",
+}
 
 
 class StaleError(StoreError):
@@ -186,4 +191,6 @@ def run_stage_subprocess(cfg: Config, store: RunStore, iteration: int, stage: st
     env.setdefault("PYTHONUNBUFFERED", "1")
     proc = subprocess.run(cmd, env=env)
     if proc.returncode != 0:
-        raise StoreError(f"iter-{iteration:03d}/{stage} failed in its subprocess (exit code {proc.returncode})")
+        raise StoreError(
+            f"iter-{iteration:03d}/{stage} failed in its subprocess (exit code {proc.returncode})"
+        )

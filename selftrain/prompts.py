@@ -83,7 +83,9 @@ class PromptBuilder:
         parts = ["Answer whether the **selected reasoning** is correct for the given **question**.", ""]
         parts.append(f"**Question:** {question}")
         for k, r in enumerate(others, 1):
-            parts.append(f"**Randomly generated reasoning {k} (this may be either correct or incorrect):** {r}")
+            parts.append(
+                f"**Randomly generated reasoning {k} (this may be either correct or incorrect):** {r}"
+            )
         parts += [f"**Selected reasoning:** {selected}", "", "Is the **selected reasoning** correct?"]
         parts += ["A) True", "B) False"]
         return self._chat("\n".join(parts), prefill="The **selected reasoning** is: ")

@@ -6,8 +6,8 @@ import logging
 from collections.abc import Callable
 
 from selftrain.config import Config, dump_config
-from selftrain.pipeline import StaleError, execute_stage, invalidate, stage_state
-from selftrain.store import STAGES, RunStore, atomic_write_text
+from selftrain.pipeline import StaleError, execute_stage, invalidate, stage_state, upstream_of
+from selftrain.store import STAGES, RunStore, atomic_write_text, read_stage
 from selftrain.tiny import ensure_model
 
 log = logging.getLogger(__name__)
@@ -50,12 +50,17 @@ def run(cfg: Config, rebuild_stale: bool = False, iteration_fn: IterationFn = ru
     return store
 
 
-def rerun(store: RunStore, iteration: int, stage: str, iteration_fn: IterationFn = run_iteration) -> list[str]:
+def rerun(
+    store: RunStore, iteration: int, stage: str, iteration_fn: IterationFn = run_iteration
+) -> list[str]:
     """Move aside `stage` and what follows it in `iteration`, redo them; returns what later became stale."""
     from selftrain.config import load_config
 
     cfg = load_config(store.config_path)
     with store.lock():
+        # inputs must be readable before anything is moved aside, or a failed rerun would leave a hole
+        for it, st in upstream_of(cfg, iteration, stage):
+            read_stage(store.stage_dir(it, st), verify=True)
         moved = invalidate(store, iteration, stage)
         for path in moved:
             log.info("moved aside: %s", path)
@@ -63,7 +68,9 @@ def rerun(store: RunStore, iteration: int, stage: str, iteration_fn: IterationFn
         stale = []
         for it in store.iterations_on_disk():
             if it > iteration:
-                stale += [f"iter-{it:03d}/{s}" for s in STAGES if stage_state(cfg, store, it, s).status == "stale"]
+                stale += [
+                    f"iter-{it:03d}/{s}" for s in STAGES if stage_state(cfg, store, it, s).status == "stale"
+                ]
     return stale
 
 

@@ -56,7 +56,9 @@ class Manifest(BaseModel):
     stage: str
     iteration: int
     fingerprint: str
-    output_id: str = Field(description="Changes whenever this output is (re)built; downstream fingerprints use it.")
+    output_id: str = Field(
+        description="Changes whenever this output is (re)built; downstream fingerprints use it."
+    )
     config: dict[str, Any] = Field(default_factory=dict, description="Flattened config keys this stage read.")
     upstream: dict[str, str] = Field(default_factory=dict, description="Upstream stage -> its output_id.")
     shards: list[ShardInfo] = Field(default_factory=list)
@@ -281,4 +283,3 @@ class StageWriter:
         atomic_write_text(
             self.dir / FAILED, json.dumps({"error": f"{type(error).__name__}: {error}", "at": now()})
         )
-

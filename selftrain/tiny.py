@@ -38,27 +38,33 @@ def build_tokenizer():  # noqa: ANN201 - transformers type
     )
 
 
-def _examples(cfg: BootstrapConfig, builder: PromptBuilder, rng: random.Random, max_others: int = 2):
-    """Endless (prompt, target) pairs: solutions, and True/False verdicts on right and wrong solutions."""
+def _solve_example(builder: PromptBuilder, rng: random.Random) -> tuple[str, str]:
+    p = _train_problem(rng)
+    return builder.question(p.question), " " + p.solution()
+
+
+def _judge_example(builder: PromptBuilder, rng: random.Random, max_others: int = 2) -> tuple[str, str]:
+    """A True/False verdict on a right or wrong worked solution, in the plain judge formats."""
+    p = _train_problem(rng)
+    right = rng.random() < 0.5
+    text = p.solution() if right else synthetic.corrupt_solution(p, rng)
+    reasoning, answer = (s.strip() for s in text.rsplit("####", 1))
+    if rng.random() < 0.5:
+        prompt = builder.answer_judge(p.question, reasoning, answer)
+    else:
+        others = []
+        for _ in range(rng.randint(0, max_others)):
+            other = p.solution() if rng.random() < 0.5 else synthetic.corrupt_solution(p, rng)
+            others.append(other.rsplit("####", 1)[0].strip())
+        prompt = builder.reasoning_judge(p.question, reasoning, others)
+    return prompt, "A" if right else "B"
+
+
+def _train_problem(rng: random.Random) -> synthetic.Problem:
     while True:
         p = synthetic.random_problem(rng)
-        if synthetic.is_held_out(p):
-            continue
-        if rng.random() >= cfg.judge_fraction:
-            yield builder.question(p.question), " " + p.solution()
-            continue
-        right = rng.random() < 0.5
-        text = p.solution() if right else synthetic.corrupt_solution(p, rng)
-        reasoning, answer = (s.strip() for s in text.rsplit("####", 1))
-        if rng.random() < 0.5:
-            prompt = builder.answer_judge(p.question, reasoning, answer)
-        else:
-            others = []
-            for _ in range(rng.randint(0, max_others)):
-                other = p.solution() if rng.random() < 0.5 else synthetic.corrupt_solution(p, rng)
-                others.append(other.rsplit("####", 1)[0].strip())
-            prompt = builder.reasoning_judge(p.question, reasoning, others)
-        yield prompt, "A" if right else "B"
+        if not synthetic.is_held_out(p):
+            return p
 
 
 def build_tiny_model(out_dir: Path, cfg: BootstrapConfig) -> None:
@@ -84,18 +90,22 @@ def build_tiny_model(out_dir: Path, cfg: BootstrapConfig) -> None:
     )
     model = LlamaForCausalLM(model_cfg)
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("pre-training a %.2fM-parameter tiny Llama for %d steps -> %s", n_params / 1e6, cfg.steps, out_dir)
+    log.info(
+        "pre-training a %.2fM-parameter tiny Llama for %d steps -> %s", n_params / 1e6, cfg.steps, out_dir
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
     warmup = max(1, cfg.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt,
         lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))),
     )
-    stream = _examples(cfg, builder, random.Random(cfg.seed))
+    rng = random.Random(cfg.seed)
     start = time.time()
     model.train()
     for step in range(cfg.steps):
-        batch = [next(stream) for _ in range(cfg.batch_size)]
+        # Whole batches of one kind: judge prompts are ~5x longer, and mixing them pads every solve example.
+        make = _judge_example if rng.random() < cfg.judge_fraction else _solve_example
+        batch = [make(builder, rng) for _ in range(cfg.batch_size)]
         ids, labels = [], []
         for prompt, target in batch:
             p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -113,7 +123,13 @@ def build_tiny_model(out_dir: Path, cfg: BootstrapConfig) -> None:
         sched.step()
         opt.zero_grad(set_to_none=True)
         if step % 50 == 0 or step == cfg.steps - 1:
-            log.info("bootstrap step %d/%d loss %.4f (%.0fs)", step + 1, cfg.steps, loss.item(), time.time() - start)
+            log.info(
+                "bootstrap step %d/%d loss %.4f (%.0fs)",
+                step + 1,
+                cfg.steps,
+                loss.item(),
+                time.time() - start,
+            )
 
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
@@ -138,4 +154,6 @@ def ensure_model(path: str, bootstrap: BootstrapConfig | None) -> None:
         return
     looks_local = path.startswith((".", "/", "~")) or p.exists() or path.count("/") != 1
     if looks_local:
-        raise FileNotFoundError(f"model.path: no model at {path} (and no model.bootstrap section to build one)")
+        raise FileNotFoundError(
+            f"model.path: no model at {path} (and no model.bootstrap section to build one)"
+        )

@@ -47,7 +47,9 @@ def tiny_model(tmp_path_factory) -> Path:
     from selftrain.tiny import build_tiny_model
 
     path = tmp_path_factory.mktemp("models") / "tiny"
-    build_tiny_model(path, BootstrapConfig(steps=40, batch_size=16, hidden_size=64, num_layers=2, num_heads=2))
+    build_tiny_model(
+        path, BootstrapConfig(steps=40, batch_size=16, hidden_size=64, num_layers=2, num_heads=2)
+    )
     return path
 
 

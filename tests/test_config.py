@@ -25,7 +25,9 @@ def test_precedence_defaults_recipe_overrides(tmp_path):
 
 def test_unknown_key_suggests_closest(tmp_path):
     recipe = write_recipe(tmp_path / "r.yaml", {"sampling": {"temprature": 0.7}})
-    with pytest.raises(ConfigError, match=r"unknown config key 'sampling.temprature'.*did you mean 'sampling.temperature'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown config key 'sampling.temprature'.*did you mean 'sampling.temperature'"
+    ):
         load_config(recipe)
     with pytest.raises(ConfigError, match="did you mean 'training.learning_rate'"):
         load_config(None, ["training.learning_rte=1e-4"])
@@ -55,7 +57,9 @@ def test_bad_yaml_and_missing_file(tmp_path):
 
 
 def test_cli_rejects_bad_config_with_one_line(tmp_path):
-    recipe = write_recipe(tmp_path / "r.yaml", {"sampling": {"temprature": 0.7}, "store": {"root": str(tmp_path)}})
+    recipe = write_recipe(
+        tmp_path / "r.yaml", {"sampling": {"temprature": 0.7}, "store": {"root": str(tmp_path)}}
+    )
     proc = cli("run", str(recipe), "--no-prefect")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()

@@ -45,14 +45,18 @@ def _copy(reference: Path, tmp_path: Path, tiny_model: Path) -> tuple[Path, Path
     """A copy of the reference run and a recipe pointing at it."""
     root = tmp_path / "copy"
     shutil.copytree(reference, root / "runs" / "t")
-    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(root, tiny_model, run={"name": "t", "iterations": 2}))
+    recipe = write_recipe(
+        tmp_path / "r.yaml", tiny_recipe(root, tiny_model, run={"name": "t", "iterations": 2})
+    )
     return root / "runs" / "t", recipe
 
 
 def test_completed_run_status_and_artifacts(reference):
     proc = cli("status", str(reference))
     assert proc.returncode == 0, proc.stderr
-    rows = [line.split() for line in proc.stdout.splitlines() if line.strip()[:1].isdigit() and "done" in line]
+    rows = [
+        line.split() for line in proc.stdout.splitlines() if line.strip()[:1].isdigit() and "done" in line
+    ]
     assert len(rows) == 2 and all(cell == "done" for row in rows for cell in row[1:7])
     metrics = json.loads((reference / "iter-000" / "eval" / "metrics.json").read_text())
     assert set(metrics) == {"base", "policy"} and metrics["policy"]["synthetic_arithmetic"]["n"] == 12
@@ -96,7 +100,9 @@ def test_sigkill_then_resume_equals_uninterrupted(kill_at, reference, tmp_path, 
     assert "partial" in status, status
     stage_dir = RunStore(run_dir).stage_dir(0, stage)
     kept = {p.name: p.stat().st_mtime_ns for p in stage_dir.glob("part-*.parquet")}
-    ckpts = sorted(p.name for p in (stage_dir / "checkpoints").glob("checkpoint-*")) if stage == "train" else []
+    ckpts = (
+        sorted(p.name for p in (stage_dir / "checkpoints").glob("checkpoint-*")) if stage == "train" else []
+    )
 
     proc = cli("run", str(recipe), "--no-prefect")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -114,15 +120,23 @@ def test_sigkill_then_resume_equals_uninterrupted(kill_at, reference, tmp_path, 
 def test_rerun_score_keeps_upstream_and_marks_later_stale(reference, tmp_path, tiny_model):
     run_dir, _ = _copy(reference, tmp_path, tiny_model)
     store = RunStore(run_dir)
-    before = {st: [sha256_file(p) for p in sorted(store.stage_dir(0, st).glob("part-*"))] for st in ("questions", "sample")}
+    before = {
+        st: [sha256_file(p) for p in sorted(store.stage_dir(0, st).glob("part-*"))]
+        for st in ("questions", "sample")
+    }
     ids = {st: store.manifest(0, st).output_id for st in ("score", "pairs", "train", "evaluate")}
     proc = cli("rerun", str(run_dir), "--iteration", "0", "--stage", "score", "--no-prefect")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    after = {st: [sha256_file(p) for p in sorted(store.stage_dir(0, st).glob("part-*"))] for st in ("questions", "sample")}
+    after = {
+        st: [sha256_file(p) for p in sorted(store.stage_dir(0, st).glob("part-*"))]
+        for st in ("questions", "sample")
+    }
     assert after == before
     for st, old in ids.items():
         assert store.manifest(0, st).output_id != old, st
-    assert list((run_dir / "iter-000").glob("scores.stale-*")) and list((run_dir / "iter-000").glob("policy.stale-*"))
+    assert list((run_dir / "iter-000").glob("scores.stale-*")) and list(
+        (run_dir / "iter-000").glob("policy.stale-*")
+    )
     assert "iter-001/sample" in proc.stdout
     status = cli("status", str(run_dir)).stdout
     assert "iter-001/sample stale: upstream iter-000/train was rebuilt" in status
@@ -160,11 +174,15 @@ def test_bad_inputs_fail_with_one_line(tmp_path, tiny_model):
     cases = {
         "missing model": (tiny_recipe(tmp_path, tmp_path / "no-model"), "model.path: no model at"),
         "no question column": (
-            tiny_recipe(tmp_path, tiny_model, data={"train": [{"name": "file", "path": str(tmp_path / "d.jsonl")}]}),
+            tiny_recipe(
+                tmp_path, tiny_model, data={"train": [{"name": "file", "path": str(tmp_path / "d.jsonl")}]}
+            ),
             "has no column 'question'",
         ),
         "empty dataset": (
-            tiny_recipe(tmp_path, tiny_model, data={"train": [{"name": "file", "path": str(tmp_path / "e.jsonl")}]}),
+            tiny_recipe(
+                tmp_path, tiny_model, data={"train": [{"name": "file", "path": str(tmp_path / "e.jsonl")}]}
+            ),
             "has no rows",
         ),
     }

@@ -148,8 +148,15 @@ def test_grade_cli_on_gsm8k(shared_data, tmp_path):
     out = tmp_path / "graded.jsonl"
     start = time.monotonic()
     proc = cli(
-        "grade", "gsm8k", str(shared_data / "gsm8k" / "test.jsonl"),
-        "--completion-field", "answer", "--reference-field", "answer", "--output", str(out),
+        "grade",
+        "gsm8k",
+        str(shared_data / "gsm8k" / "test.jsonl"),
+        "--completion-field",
+        "answer",
+        "--reference-field",
+        "answer",
+        "--output",
+        str(out),
     )
     elapsed = time.monotonic() - start
     assert proc.returncode == 0, proc.stderr

@@ -34,9 +34,11 @@ ROW = {
 
 
 def _complete_stage(d, rows=2):
-    w = StageWriter(d, "fp1")
+    StageWriter(d, "fp1")
     info = write_shard(d, 0, [ROW] * rows, QUESTIONS)
-    write_manifest(d, Manifest(stage="questions", iteration=0, fingerprint="fp1", output_id="o1", shards=[info]))
+    write_manifest(
+        d, Manifest(stage="questions", iteration=0, fingerprint="fp1", output_id="o1", shards=[info])
+    )
     return info
 
 

@@ -32,8 +32,14 @@ class _StubEngine:
 
 
 def _sample(i, completion, answer, finish="stop"):
-    return {"question_id": "q", "sample_index": i, "completion": completion, "answer": answer,
-            "finish_reason": finish, "prompt": "P"}
+    return {
+        "question_id": "q",
+        "sample_index": i,
+        "completion": completion,
+        "answer": answer,
+        "finish_reason": finish,
+        "prompt": "P",
+    }
 
 
 def test_core_po_scores_product_and_zero_for_bad_samples():
@@ -45,7 +51,9 @@ def test_core_po_scores_product_and_zero_for_bad_samples():
         _sample(3, " ok but cut #### 3", "3", finish="length"),
     ]
     engine = _StubEngine()
-    rows = core_po(JudgeConfig(), [{"question_id": "q", "question": "1+2=?"}], {"q": group}, engine, builder, 0)
+    rows = core_po(
+        JudgeConfig(), [{"question_id": "q", "question": "1+2=?"}], {"q": group}, engine, builder, 0
+    )
     assert engine.calls == 1  # all judge prompts of a shard in one batched call
     by = {r["sample_index"]: r for r in rows}
     assert by[0]["score"] == pytest.approx(0.9 * 0.9)
@@ -55,12 +63,23 @@ def test_core_po_scores_product_and_zero_for_bad_samples():
 
 
 def test_consistency_fraction():
-    assert consistency([{"answer": "1"}, {"answer": "1"}, {"answer": "2"}, {"answer": None}]) == [0.5, 0.5, 0.25, 0.0]
+    assert consistency([{"answer": "1"}, {"answer": "1"}, {"answer": "2"}, {"answer": None}]) == [
+        0.5,
+        0.5,
+        0.25,
+        0.0,
+    ]
 
 
 def _scored(i, score, answer="1", text=None):
-    return {"question_id": "q", "sample_index": i, "prompt": "P", "completion": text or f"c{i}",
-            "score": score, "answer": answer}
+    return {
+        "question_id": "q",
+        "sample_index": i,
+        "prompt": "P",
+        "completion": text or f"c{i}",
+        "score": score,
+        "answer": answer,
+    }
 
 
 def test_best_vs_rest_deterministic_ties_and_margin():
@@ -80,7 +99,7 @@ def test_majority_vs_minority():
 
 def test_core_po_prompt_parse_roundtrip():
     b = PromptBuilder(_Tok(), "core_po")
-    text = "**Understanding the question:** add\n**Reasoning:** 1+2=3\n**Final answer:** \"The answer is $3$\""
+    text = '**Understanding the question:** add\n**Reasoning:** 1+2=3\n**Final answer:** "The answer is $3$"'
     parsed = b.parse(text)
     assert parsed.reasoning == "add\n\n1+2=3" or "1+2=3" in parsed.reasoning
     assert parsed.answer == '"The answer is $3$"'
@@ -96,28 +115,57 @@ def _jsonl(path, rows):
 
 
 def test_sources_local_files_and_errors(tmp_path, shared_data):
-    rows = load_source(SourceConfig(name="gsm8k", split="test", path=str(shared_data / "gsm8k/test.jsonl"), limit=5), 0)
+    rows = load_source(
+        SourceConfig(name="gsm8k", split="test", path=str(shared_data / "gsm8k/test.jsonl"), limit=5), 0
+    )
     assert len(rows) == 5 and rows[0]["task"] == "gsm8k"
-    math = load_source(SourceConfig(name="math", split="test", path=str(shared_data / "math500/test.jsonl"), level=5), 0)
+    math = load_source(
+        SourceConfig(name="math", split="test", path=str(shared_data / "math500/test.jsonl"), level=5), 0
+    )
     assert math and all(json.loads(r["meta"])["level"] == 5 for r in math)
     with pytest.raises(DataError, match="no column 'question'"):
-        load_source(SourceConfig(name="gsm8k", path=_jsonl(tmp_path / "a.jsonl", [{"q": "x", "answer": "1"}])), 0)
+        load_source(
+            SourceConfig(name="gsm8k", path=_jsonl(tmp_path / "a.jsonl", [{"q": "x", "answer": "1"}])), 0
+        )
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(DataError, match="has no rows"):
         load_source(SourceConfig(name="gsm8k", path=str(tmp_path / "empty.jsonl")), 0)
 
 
 def test_arc_and_gpqa_loaders(tmp_path):
-    arc = _jsonl(tmp_path / "arc.jsonl", [
-        {"question": "Q1", "choices": {"text": ["a", "b", "c"], "label": ["1", "2", "3"]}, "answerKey": "2"},
-        {"question": "Q2", "choices": {"text": ["a", "b", "c", "d", "e"], "label": list("ABCDE")}, "answerKey": "E"},
-    ])
-    rows = sorted(load_source(SourceConfig(name="arc_challenge", split="test", path=arc), 0), key=lambda r: r["question"])
+    arc = _jsonl(
+        tmp_path / "arc.jsonl",
+        [
+            {
+                "question": "Q1",
+                "choices": {"text": ["a", "b", "c"], "label": ["1", "2", "3"]},
+                "answerKey": "2",
+            },
+            {
+                "question": "Q2",
+                "choices": {"text": ["a", "b", "c", "d", "e"], "label": list("ABCDE")},
+                "answerKey": "E",
+            },
+        ],
+    )
+    rows = sorted(
+        load_source(SourceConfig(name="arc_challenge", split="test", path=arc), 0),
+        key=lambda r: r["question"],
+    )
     assert [r["reference"] for r in rows] == ["II", "V"]
-    gp = _jsonl(tmp_path / "gpqa.jsonl", [
-        {"Question": f"Q{i}", "Correct Answer": "right", "Incorrect Answer 1": "w1",
-         "Incorrect Answer 2": "w2", "Incorrect Answer 3": "w3"} for i in range(8)
-    ])
+    gp = _jsonl(
+        tmp_path / "gpqa.jsonl",
+        [
+            {
+                "Question": f"Q{i}",
+                "Correct Answer": "right",
+                "Incorrect Answer 1": "w1",
+                "Incorrect Answer 2": "w2",
+                "Incorrect Answer 3": "w3",
+            }
+            for i in range(8)
+        ],
+    )
     g1 = load_source(SourceConfig(name="gpqa", path=gp), 0)
     g2 = load_source(SourceConfig(name="gpqa", path=gp), 0)
     assert g1 == g2  # fixed seed
@@ -130,5 +178,8 @@ def test_arc_and_gpqa_loaders(tmp_path):
 
 def test_synthetic_test_split_is_held_out():
     train = {r["question"] for r in load_source(SourceConfig(name="synthetic_arithmetic", size=3000), 0)}
-    test = {r["question"] for r in load_source(SourceConfig(name="synthetic_arithmetic", split="test", limit=200), 0)}
+    test = {
+        r["question"]
+        for r in load_source(SourceConfig(name="synthetic_arithmetic", split="test", limit=200), 0)
+    }
     assert not train & test

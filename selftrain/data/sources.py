@@ -121,7 +121,11 @@ def load_math(spec: SourceConfig, seed: int) -> list[Row]:
         if spec.level is not None and level_num != spec.level:
             continue
         ref = r.get("answer") or r.get("solution")
-        out.append(_make(spec, "math", i, r["problem"], ref, level=level_num, subject=r.get("subject", r.get("type"))))
+        out.append(
+            _make(
+                spec, "math", i, r["problem"], ref, level=level_num, subject=r.get("subject", r.get("type"))
+            )
+        )
     if not out:
         raise DataError(f"dataset {origin} has no rows at level {spec.level}")
     return out
@@ -146,7 +150,9 @@ def load_gpqa(spec: SourceConfig, seed: int) -> list[Row]:
     _require(rows, origin, "Question", "Correct Answer", "Incorrect Answer 1")
     out = []
     for i, r in enumerate(rows):
-        options = [r["Correct Answer"]] + [r[f"Incorrect Answer {k}"] for k in (1, 2, 3) if r.get(f"Incorrect Answer {k}")]
+        options = [r["Correct Answer"]] + [
+            r[f"Incorrect Answer {k}"] for k in (1, 2, 3) if r.get(f"Incorrect Answer {k}")
+        ]
         options = [str(o).strip() for o in options]
         order = list(range(len(options)))
         random.Random(f"gpqa-{seed}-{i}").shuffle(order)  # fixed per question and seed

@@ -53,7 +53,11 @@ def _apply(x: int, op: str, y: int) -> int:
 
 
 def random_problem(rng: random.Random) -> Problem:
-    return Problem(rng.randint(1, 20), rng.choice(OPS), rng.randint(1, 9), rng.choice(OPS), rng.randint(1, 9))
+    # The first operator is never '*': a*b with a up to 20 makes 3-digit intermediates that a 1M-parameter
+    # model learns far more slowly; the six remaining shapes keep the task varied enough to be non-trivial.
+    return Problem(
+        rng.randint(1, 20), rng.choice(["+", "-"]), rng.randint(1, 9), rng.choice(OPS), rng.randint(1, 9)
+    )
 
 
 def corrupt_solution(problem: Problem, rng: random.Random) -> str:

@@ -14,7 +14,16 @@ from typing import Any
 
 import pyarrow as pa
 
-from selftrain.store import Manifest, RunStore, ShardInfo, StageWriter, now, read_stage, write_manifest, write_shard
+from selftrain.store import (
+    Manifest,
+    RunStore,
+    ShardInfo,
+    StageWriter,
+    now,
+    read_stage,
+    write_manifest,
+    write_shard,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +81,19 @@ def write_sharded(
     make_rows: Callable[[list[dict], int], list[dict]],
     schema: pa.Schema,
     desc: str,
+    worker: tuple[int, int] | None = None,
 ) -> list[ShardInfo]:
-    """Shard i holds make_rows(groups[i], i). Shards finished by an interrupted attempt are kept as they are."""
+    """Shard i holds make_rows(groups[i], i). Shards finished by an interrupted attempt are kept as they are.
+
+    With `worker=(k, n)` only shards i with i % n == k are handled: n data-parallel workers write disjoint
+    shards of one stage folder, and the parent writes the single manifest afterwards.
+    """
     from tqdm.auto import tqdm
 
     shards: list[ShardInfo] = []
     todo = 0
-    for index, group in enumerate(tqdm(groups, desc=desc, unit="shard", disable=None)):
+    mine = [(i, g) for i, g in enumerate(groups) if worker is None or i % worker[1] == worker[0]]
+    for index, group in tqdm(mine, desc=desc, unit="shard", disable=None):
         done = writer.done_shard(index)
         if done is not None:
             shards.append(done)
@@ -86,9 +101,44 @@ def write_sharded(
         todo += 1
         shards.append(write_shard(writer.dir, index, make_rows(group, index), schema))
         maybe_kill(inputs.stage, "shard", index)
-    if todo < len(groups):
-        log.info("%s: reused %d finished shard(s), wrote %d", desc, len(groups) - todo, todo)
+    if todo < len(mine):
+        log.info("%s: reused %d finished shard(s), wrote %d", desc, len(mine) - todo, todo)
     return shards
+
+
+def run_workers(inputs: StageInputs, workers: int) -> None:
+    """Run `python -m selftrain.stages.worker` n times in parallel, one engine per device.
+
+    On GPUs each worker sees one device (CUDA_VISIBLE_DEVICES); on CPUs the cores are split between them.
+    """
+    import subprocess
+
+    gpus = _gpu_count()
+    procs = []
+    for k in range(workers):
+        env = dict(os.environ)
+        if gpus >= workers:
+            env["CUDA_VISIBLE_DEVICES"] = str(k)
+        else:
+            threads = str(max(1, (os.cpu_count() or 1) // workers))
+            env.update(OMP_NUM_THREADS=threads, VLLM_CPU_OMP_THREADS_BIND="nobind")
+        cmd = [sys.executable, "-m", "selftrain.stages.worker", str(inputs.store.run_dir)]
+        cmd += [str(inputs.iteration), inputs.stage, str(k), str(workers)]
+        procs.append(subprocess.Popen(cmd, env=env))
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise RuntimeError(
+            f"iter-{inputs.iteration:03d}/{inputs.stage}: data-parallel workers exited with {codes}"
+        )
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except ImportError:
+        return 0
 
 
 def finish(
@@ -127,4 +177,3 @@ def read_shards(stage_dir: Path, shards: list[ShardInfo], schema: pa.Schema) -> 
 def shard_seed(seed: int, iteration: int, index: int) -> int:
     """A per-shard seed, so a redone shard repeats exactly what the lost attempt would have produced."""
     return (seed * 1_000_003 + iteration * 10_007 + index) % (2**31 - 1)
-

@@ -42,7 +42,11 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
         "base": LazyEngine(cfg, None),
         "policy": LazyEngine(cfg, str(inputs.store.stage_dir(inputs.iteration, "train"))),
     }
-    groups = [[{**q, "model": m} for q in chunk] for m in models for chunk in chunks(questions, cfg.evaluation.batch_size)]
+    groups = [
+        [{**q, "model": m} for q in chunk]
+        for m in models
+        for chunk in chunks(questions, cfg.evaluation.batch_size)
+    ]
     greedy = SamplingSpec(n=1, temperature=0.0, top_p=1.0, max_tokens=cfg.evaluation.max_tokens, seed=0)
 
     def make_rows(group: list[dict], index: int) -> list[dict]:
@@ -69,7 +73,9 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
         return rows
 
     try:
-        shards = write_sharded(writer, inputs, groups, make_rows, EVAL, f"evaluate iter-{inputs.iteration:03d}")
+        shards = write_sharded(
+            writer, inputs, groups, make_rows, EVAL, f"evaluate iter-{inputs.iteration:03d}"
+        )
     finally:
         for e in engines.values():
             e.close()

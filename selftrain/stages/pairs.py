@@ -16,7 +16,9 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
     scores = {(r["question_id"], r["sample_index"]): r["score"] for r in inputs.table("score").to_pylist()}
     groups_by_q: dict[str, list[dict]] = defaultdict(list)
     for s in inputs.table("sample").to_pylist():
-        groups_by_q[s["question_id"]].append({**s, "score": scores.get((s["question_id"], s["sample_index"]), 0.0)})
+        groups_by_q[s["question_id"]].append(
+            {**s, "score": scores.get((s["question_id"], s["sample_index"]), 0.0)}
+        )
     build = PAIR_BUILDERS.get(cfg.pairs.builder)
 
     def make_rows(group: list[dict], index: int) -> list[dict]:

@@ -13,7 +13,15 @@ from selftrain.engines.base import SamplingSpec, load_engine
 from selftrain.grading import extract_answer
 from selftrain.prompts import PromptBuilder
 from selftrain.schemas import SAMPLES
-from selftrain.stages.common import StageInputs, chunks, finish, read_shards, shard_seed, write_sharded
+from selftrain.stages.common import (
+    StageInputs,
+    chunks,
+    finish,
+    read_shards,
+    run_workers,
+    shard_seed,
+    write_sharded,
+)
 from selftrain.store import Manifest, StageWriter
 
 log = logging.getLogger(__name__)
@@ -64,9 +72,19 @@ def sample_rows(cfg: Config, lazy: LazyEngine, group: list[dict], seed: int) -> 
     return rows
 
 
-def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
+def run(
+    cfg: Config, inputs: StageInputs, writer: StageWriter, worker: tuple[int, int] | None = None
+) -> Manifest:
     questions = inputs.table("questions").to_pylist()
     groups = list(chunks(questions, cfg.data.shard_size))
+    if worker is None and cfg.engine.workers > 1:
+        # data-parallel: each worker process owns every n-th shard; this process writes the manifest
+        run_workers(inputs, cfg.engine.workers)
+        shards = [writer.done_shard(i) for i in range(len(groups))]
+        missing = [i for i, s in enumerate(shards) if s is None]
+        if missing:
+            raise RuntimeError(f"sample workers left shards {missing} unwritten")
+        return finish(writer, inputs, shards, _stats(read_shards(writer.dir, shards, SAMPLES)))
     lazy = LazyEngine(cfg, inputs.policy_adapter())
     try:
         shards = write_sharded(
@@ -76,9 +94,12 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
             lambda g, i: sample_rows(cfg, lazy, g, shard_seed(cfg.run.seed, inputs.iteration, i)),
             SAMPLES,
             f"sample iter-{inputs.iteration:03d}",
+            worker=worker,
         )
     finally:
         lazy.close()
+    if worker is not None:
+        return None  # type: ignore[return-value]  # the parent writes the manifest
     return finish(writer, inputs, shards, _stats(read_shards(writer.dir, shards, SAMPLES)))
 
 

@@ -30,7 +30,9 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
 
     try:
         groups = list(chunks(questions, cfg.data.shard_size))
-        shards = write_sharded(writer, inputs, groups, make_rows, SCORES, f"score iter-{inputs.iteration:03d}")
+        shards = write_sharded(
+            writer, inputs, groups, make_rows, SCORES, f"score iter-{inputs.iteration:03d}"
+        )
     finally:
         lazy.close()
     t = read_shards(writer.dir, shards, SCORES)

@@ -139,7 +139,9 @@ def save_identity_adapter(cfg: Config, out_dir: Path, init_adapter: str | None) 
         lora = cfg.training.lora
         model = get_peft_model(
             model,
-            LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=lora.target_modules, task_type="CAUSAL_LM"),
+            LoraConfig(
+                r=lora.r, lora_alpha=lora.alpha, target_modules=lora.target_modules, task_type="CAUSAL_LM"
+            ),
         )
     model.save_pretrained(str(out_dir))
 

