@@ -65,7 +65,7 @@ def tiny_recipe(root: Path, model: Path, **sections) -> dict:
             "shard_size": 4,
         },
         "prompt": {"template": "plain"},
-        "sampling": {"n": 3, "temperature": 1.0, "top_p": 0.95, "max_tokens": 24, "batch_size": 24},
+        "sampling": {"n": 3, "temperature": 0.8, "top_p": 0.95, "max_tokens": 32, "batch_size": 24},
         "judge": {"name": "core_po", "max_context_reasonings": 2, "batch_size": 32},
         "training": {
             "lora": {"r": 4, "alpha": 8},
@@ -76,7 +76,7 @@ def tiny_recipe(root: Path, model: Path, **sections) -> dict:
             "logging_steps": 1,
             "max_length": 128,
         },
-        "evaluation": {"max_tokens": 24, "batch_size": 6, "baseline": True},
+        "evaluation": {"max_tokens": 32, "batch_size": 6, "baseline": True},
         "engine": {"name": "hf", "isolation": "inline"},
         "store": {"root": str(root)},
     }
