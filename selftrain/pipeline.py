@@ -17,6 +17,7 @@ from typing import Any
 
 from selftrain.config import Config, flatten
 from selftrain.engines.base import resolve_engine_name
+from selftrain.procs import kill_group
 from selftrain.store import FAILED, STAGES, STARTED, Manifest, RunStore, StoreError, fingerprint, move_aside
 
 log = logging.getLogger(__name__)
@@ -189,8 +190,14 @@ def run_stage_subprocess(cfg: Config, store: RunStore, iteration: int, stage: st
     log.info("launching %s", " ".join(cmd))
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
-    proc = subprocess.run(cmd, env=env)
-    if proc.returncode != 0:
-        raise StoreError(
-            f"iter-{iteration:03d}/{stage} failed in its subprocess (exit code {proc.returncode})"
-        )
+    # Its own session, so that everything it starts (vLLM's engine-core process, accelerate's workers) can be
+    # reaped as a group when it ends: a SIGKILLed stage must not leave an engine holding memory behind.
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    store.record_child(proc.pid)  # a run that takes over this lock after a crash kills the group
+    try:
+        code = proc.wait()
+    finally:
+        kill_group(proc.pid)
+        store.record_child(None)
+    if code != 0:
+        raise StoreError(f"iter-{iteration:03d}/{stage} failed in its subprocess (exit code {code})")

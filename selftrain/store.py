@@ -215,6 +215,9 @@ class RunStore:
                     owner = {}
                 if owner.get("host") == me["host"] and not _pid_alive(int(owner.get("pid", -1))):
                     log.warning("taking over a lock left by dead process %s", owner.get("pid"))
+                    from selftrain.procs import kill_group
+
+                    kill_group(owner.get("child_pgid"))  # e.g. a vLLM engine its stage left behind
                     path.unlink(missing_ok=True)
                     continue
                 raise StoreError(
@@ -232,6 +235,15 @@ class RunStore:
             with contextlib.suppress(FileNotFoundError):
                 if json.loads(path.read_text()).get("pid") == os.getpid():
                     path.unlink()
+
+    def record_child(self, pgid: int | None) -> None:
+        """Note (in the lock file) the process group of a stage subprocess this run is waiting for."""
+        path = self.run_dir / ".lock"
+        with contextlib.suppress(OSError, ValueError):
+            info = json.loads(path.read_text())
+            if info.get("pid") == os.getpid():
+                info["child_pgid"] = pgid
+                atomic_write_text(path, json.dumps(info))
 
 
 def _pid_alive(pid: int) -> bool:

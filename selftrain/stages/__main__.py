@@ -7,6 +7,7 @@ import sys
 
 from selftrain.config import load_config
 from selftrain.logs import setup_logging
+from selftrain.procs import die_with_parent
 from selftrain.stages import MODULES, run_stage
 from selftrain.store import RunStore
 
@@ -18,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stage", choices=list(MODULES))
     args = parser.parse_args(argv)
     setup_logging()
+    die_with_parent()
     store = RunStore(args.run_dir)
     cfg = load_config(store.config_path)
     run_stage(cfg, store, args.iteration, args.stage)

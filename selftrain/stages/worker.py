@@ -11,6 +11,7 @@ import sys
 from selftrain.config import load_config
 from selftrain.logs import setup_logging
 from selftrain.pipeline import expected
+from selftrain.procs import die_with_parent
 from selftrain.stages import sample
 from selftrain.stages.common import StageInputs
 from selftrain.store import RunStore, StageWriter, StoreError
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("workers", type=int)
     args = parser.parse_args(argv)
     setup_logging()
+    die_with_parent()
     store = RunStore(args.run_dir)
     cfg = load_config(store.config_path)
     exp = expected(cfg, store, args.iteration, args.stage)

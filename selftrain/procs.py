@@ -1,0 +1,30 @@
+"""Child-process hygiene for stages that run in their own process (vLLM, accelerate): nothing a stage started
+may outlive the run that started it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (PR_SET_PDEATHSIG); no-op elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the parent died before the call above
+        os._exit(1)
+
+
+def kill_group(pgid: int | None) -> None:
+    """SIGKILL a whole process group (a stage and e.g. vLLM's engine-core process it spawned)."""
+    if not pgid or pgid == os.getpgrp():
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
