@@ -120,10 +120,10 @@ def stage_state(cfg: Config, store: RunStore, iteration: int, stage: str) -> Sta
 def use_subprocess(cfg: Config, stage: str) -> bool:
     if stage in ("questions", "pairs"):
         return False
+    if stage == "train" and cfg.training.accelerate_config:
+        return True  # `accelerate launch` is a process tree of its own
     if cfg.engine.isolation != "auto":
         return cfg.engine.isolation == "subprocess"
-    if stage == "train" and cfg.training.accelerate_config:
-        return True
     import importlib.util
 
     has_cuda = False

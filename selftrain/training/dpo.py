@@ -97,6 +97,7 @@ def train_dpo(cfg: Config, pair_files: list[str], out_dir: Path, init_adapter: s
         seed=t.seed,
         data_seed=t.seed,
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # LoRA on fixed modules: every adapter gets a gradient
         disable_tqdm=False,
         save_only_model=False,  # optimizer, scheduler and RNG states are what make a resume exact
     )

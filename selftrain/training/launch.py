@@ -20,17 +20,33 @@ def accelerate_command(cfg: Config, run_dir: Path, iteration: int) -> list[str]:
         raise ValueError("training.accelerate_config is not set")
     if not Path(config_file).is_file():
         raise FileNotFoundError(f"training.accelerate_config: no such file {config_file}")
+    import yaml
+
+    launch = yaml.safe_load(Path(config_file).read_text()) or {}
+    port: list[str] = []
+    if int(launch.get("num_machines", 1)) == 1:
+        # one machine: any free port, so back-to-back or concurrent runs never collide on a fixed one
+        port = ["--main_process_port", str(_free_port())]
     return [
         sys.executable,
         "-m",
         "accelerate.commands.launch",
         "--config_file",
         config_file,
+        *port,
         "-m",
         "selftrain.training.launch",
         str(run_dir),
         str(iteration),
     ]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def main(argv: list[str] | None = None) -> int:
