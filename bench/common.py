@@ -60,6 +60,17 @@ def run_child(module: str, *args: str, env: dict | None = None) -> tuple[float, 
     return wall, rss // 1024, proc.stdout
 
 
+def emit(result: dict) -> None:
+    """A child's result line; engines print their own chatter to stdout too."""
+    print("BENCH_JSON " + json.dumps(result), flush=True)
+
+
+def parse(stdout: str) -> dict:
+    return json.loads(
+        next(line for line in reversed(stdout.splitlines()) if line.startswith("BENCH_JSON "))[11:]
+    )
+
+
 def prepare_run(root: Path, overrides: list[str]) -> Path:
     """A run folder with config.yaml and a complete questions stage."""
     from selftrain.config import load_config

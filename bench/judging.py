@@ -14,7 +14,6 @@ Ends with: RESULT judge_prompts_s=<ours vllm> original_prompts_s=<original> rati
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ensure_tiny_model, run_child  # noqa: E402
+from common import emit, ensure_tiny_model, parse, run_child  # noqa: E402
 
 WORKER = "bench_judge_worker"
 
@@ -64,7 +63,7 @@ def worker() -> None:
         probs = engine.option_probs(prompts, ("A", "B"))
         conf = [a / (a + b) for a, b in probs]
     elapsed = time.perf_counter() - start
-    print(json.dumps({"prompts": len(prompts), "seconds": elapsed, "mean_conf": sum(conf) / len(conf)}))
+    emit({"prompts": len(prompts), "seconds": elapsed, "mean_conf": sum(conf) / len(conf)})
 
 
 def main() -> None:
@@ -75,7 +74,7 @@ def main() -> None:
     results = {}
     for mode in ("vllm", "hf", "original"):
         wall, rss, out = run_child("bench.judging", WORKER, mode, str(model), str(args.prompts))
-        r = json.loads(out.strip().splitlines()[-1])
+        r = parse(out)
         results[mode] = r
         print(
             f"{mode:>8}: {r['prompts']} judge prompts in {r['seconds']:.2f}s "

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ensure_tiny_model, manifest, prepare_run, run_child  # noqa: E402
+from common import emit, ensure_tiny_model, manifest, parse, prepare_run, run_child  # noqa: E402
 
 BARE = "bench_bare_generate"
 
@@ -44,7 +44,7 @@ def bare_main() -> None:
     outs = llm.generate(prompts, params, use_tqdm=False)
     gen = time.perf_counter() - start
     tokens = sum(len(o.token_ids) for out in outs for o in out.outputs)
-    print(json.dumps({"tokens": tokens, "generate_s": gen}))
+    emit({"tokens": tokens, "generate_s": gen})
 
 
 def main() -> None:
@@ -95,7 +95,7 @@ def main() -> None:
         "max_tokens": args.max_tokens,
     }
     bare_wall, bare_rss, out = run_child("bench.sampling", BARE, json.dumps(spec))
-    bare = json.loads(out.strip().splitlines()[-1])
+    bare = parse(out)
 
     ours_tok_s = ours_tokens / ours_wall
     bare_tok_s = bare["tokens"] / bare_wall

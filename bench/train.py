@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ensure_tiny_model, manifest, prepare_run, run_child  # noqa: E402
+from common import emit, ensure_tiny_model, manifest, parse, prepare_run, run_child  # noqa: E402
 
 BARE = "bench_bare_dpo"
 
@@ -55,7 +55,7 @@ def bare_main() -> None:
     )
     trainer = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=lora)
     result = trainer.train()
-    print(json.dumps({"steps": trainer.state.global_step, "runtime": result.metrics["train_runtime"]}))
+    emit({"steps": trainer.state.global_step, "runtime": result.metrics["train_runtime"]})
 
 
 def main() -> None:
@@ -107,7 +107,7 @@ def main() -> None:
         "targets": t.lora.target_modules,
     }
     bare_wall, bare_rss, out = run_child("bench.train", BARE, json.dumps(spec), env=env)
-    bare = json.loads(out.strip().splitlines()[-1])
+    bare = parse(out)
     ours_s = stats["steps"] / stats["train_runtime_s"]
     bare_s = bare["steps"] / bare["runtime"]
     print(f"pairs={stats['pairs']} steps={args.steps} batch={t.per_device_batch_size}")

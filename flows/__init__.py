@@ -16,6 +16,8 @@ def configure_prefect(store_root: str = "artifacts") -> None:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         "PREFECT_LOGGING_LEVEL": "WARNING",
+        # selftrain's own loggers (stage progress, relayed subprocess output) go into the Prefect run logs
+        "PREFECT_LOGGING_EXTRA_LOGGERS": "selftrain",
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)

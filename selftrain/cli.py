@@ -115,6 +115,26 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from selftrain.config import load_config
+    from selftrain.store import RunStore, StoreError
+    from selftrain.training.export import export_adapter, export_merged
+
+    store = RunStore(args.run)
+    if store.manifest(args.iteration, "train") is None:
+        raise StoreError(f"{args.run}: iteration {args.iteration} has no complete policy to export")
+    adapter = store.stage_dir(args.iteration, "train")
+    out = Path(args.output)
+    if out.exists():
+        raise StoreError(f"--output {out} already exists")
+    if args.merge:
+        export_merged(load_config(store.config_path).model.path, adapter, out)
+    else:
+        export_adapter(adapter, out)
+    _out(f"exported {'merged model' if args.merge else 'adapter'} of iteration {args.iteration} to {out}")
+    return 0
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from selftrain.show import describe
 
@@ -168,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("path")
     sh.add_argument("--head", type=int, default=3, help="rows to print")
     sh.set_defaults(fn=cmd_show)
+
+    ex = sub.add_parser("export", help="copy a trained adapter out, or merge it into the base weights")
+    ex.add_argument("run")
+    ex.add_argument("--iteration", type=int, required=True)
+    ex.add_argument("--output", required=True, help="new folder to write")
+    ex.add_argument("--merge", action="store_true", help="merge into the base model (in a separate process)")
+    ex.set_defaults(fn=cmd_export)
 
     g = sub.add_parser("grade", help="grade a jsonl/parquet file of generations")
     g.add_argument("task", help="gsm8k, math, arithmetic, numeric, choice, arc_challenge, gpqa")

@@ -192,9 +192,23 @@ def run_stage_subprocess(cfg: Config, store: RunStore, iteration: int, stage: st
     env.setdefault("PYTHONUNBUFFERED", "1")
     # Its own session, so that everything it starts (vLLM's engine-core process, accelerate's workers) can be
     # reaped as a group when it ends: a SIGKILLed stage must not leave an engine holding memory behind.
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    )
     store.record_child(proc.pid)  # a run that takes over this lock after a crash kills the group
     try:
+        # relay the child's output through our logger: under Prefect it lands in the task run's logs
+        assert proc.stdout is not None
+        child_log = logging.getLogger(f"selftrain.stage.{stage}")
+        for line in proc.stdout:
+            if line.strip():
+                child_log.info("%s", line.rstrip().rsplit("\r", 1)[-1])
         code = proc.wait()
     finally:
         kill_group(proc.pid)

@@ -214,3 +214,23 @@ def test_one_iteration_under_prefect(tmp_path, tiny_model):
     for stage in ("questions", "sample", "score", "pairs", "train", "evaluate"):
         assert store.manifest(0, stage) is not None, stage
     assert (store.stage_dir(0, "evaluate") / "metrics.json").exists()
+
+
+def test_export_adapter_and_merged(reference, tmp_path, tiny_model):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    proc = cli("export", str(reference), "--iteration", "1", "--output", str(tmp_path / "adapter"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+    proc = cli("export", str(reference), "--iteration", "1", "--output", str(tmp_path / "merged"), "--merge")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ids = torch.tensor([[2, 40, 41, 42]])
+    merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"))(input_ids=ids).logits
+    peft = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(str(tiny_model)), str(reference / "iter-001" / "policy")
+    )(input_ids=ids).logits
+    assert torch.allclose(merged, peft, atol=1e-4)
+    proc = cli("export", str(reference), "--iteration", "1", "--output", str(tmp_path / "merged"))
+    assert proc.returncode == 2 and "already exists" in proc.stderr

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections import Counter
-
-import pyarrow as pa
 
 from selftrain.config import Config
 from selftrain.engines.base import SamplingSpec, load_engine
@@ -17,7 +14,6 @@ from selftrain.stages.common import (
     StageInputs,
     chunks,
     finish,
-    read_shards,
     run_workers,
     shard_seed,
     write_sharded,
@@ -84,7 +80,7 @@ def run(
         missing = [i for i, s in enumerate(shards) if s is None]
         if missing:
             raise RuntimeError(f"sample workers left shards {missing} unwritten")
-        return finish(writer, inputs, shards, _stats(read_shards(writer.dir, shards, SAMPLES)))
+        return finish(writer, inputs, shards, _stats(writer, shards))
     lazy = LazyEngine(cfg, inputs.policy_adapter())
     try:
         shards = write_sharded(
@@ -100,17 +96,23 @@ def run(
         lazy.close()
     if worker is not None:
         return None  # type: ignore[return-value]  # the parent writes the manifest
-    return finish(writer, inputs, shards, _stats(read_shards(writer.dir, shards, SAMPLES)))
+    return finish(writer, inputs, shards, _stats(writer, shards))
 
 
-def _stats(t: pa.Table) -> dict:
-    if t.num_rows == 0:
-        return {"samples": 0}
-    finish_reasons = Counter(t.column("finish_reason").to_pylist())
-    answers = t.column("answer").to_pylist()
+def _stats(writer: StageWriter, shards: list) -> dict:
+    """Summary statistics, read shard by shard and only the small columns: memory stays flat in N."""
+    import pyarrow.parquet as pq
+
+    samples = tokens = truncated = with_answer = 0
+    for shard in shards:
+        t = pq.read_table(writer.dir / shard.name, columns=["num_tokens", "finish_reason", "answer"])
+        samples += t.num_rows
+        tokens += sum(t.column("num_tokens").to_pylist())
+        truncated += t.column("finish_reason").to_pylist().count("length")
+        with_answer += t.num_rows - t.column("answer").null_count
     return {
-        "samples": t.num_rows,
-        "mean_tokens": round(sum(t.column("num_tokens").to_pylist()) / t.num_rows, 2),
-        "truncated": finish_reasons.get("length", 0),
-        "with_answer": sum(a is not None for a in answers),
+        "samples": samples,
+        "mean_tokens": round(tokens / samples, 2) if samples else 0.0,
+        "truncated": truncated,
+        "with_answer": with_answer,
     }

@@ -1,0 +1,59 @@
+"""Export a trained policy: the adapter as it is, or merged into the base weights.
+
+Merging loads the whole model, so `selftrain export --merge` runs it here, in a separate process:
+
+    python -m selftrain.training.export BASE_MODEL ADAPTER_DIR OUT_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def export_adapter(adapter: Path, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        shutil.copy2(adapter / name, out / name)
+
+
+def export_merged(base: str, adapter: Path, out: Path) -> None:
+    """Merge in a child process (so its memory is returned), writing to a temp folder renamed at the end."""
+    proc = subprocess.run([sys.executable, "-m", "selftrain.training.export", base, str(adapter), str(out)])
+    if proc.returncode != 0:
+        raise RuntimeError(f"merging {adapter} into {base} failed (exit code {proc.returncode})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from selftrain.logs import setup_logging
+
+    p = argparse.ArgumentParser(prog="python -m selftrain.training.export")
+    p.add_argument("base")
+    p.add_argument("adapter")
+    p.add_argument("out")
+    args = p.parse_args(argv)
+    setup_logging()
+    out = Path(args.out)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    model = AutoModelForCausalLM.from_pretrained(args.base, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(model, args.adapter).merge_and_unload()
+    merged.save_pretrained(tmp, safe_serialization=True)
+    AutoTokenizer.from_pretrained(args.base).save_pretrained(tmp)
+    os.replace(tmp, out)
+    log.info("merged model written to %s", out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
