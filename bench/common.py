@@ -13,20 +13,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-RSS_WRAPPER = """
-import resource, runpy, sys, json
-sys.argv = sys.argv[1:]
-code = 0
-try:
-    runpy.run_module(sys.argv[0], run_name="__main__")
-except SystemExit as e:
-    code = e.code or 0
-kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print("PEAK_RSS_KB", max(me, kids), file=sys.stderr)
-sys.exit(code)
-"""
-
 
 def ensure_tiny_model() -> Path:
     """The demo's tiny model if built (make demo), else a quickly pre-trained one in a temp folder."""
@@ -43,21 +29,42 @@ def ensure_tiny_model() -> Path:
 
 
 def run_child(module: str, *args: str, env: dict | None = None) -> tuple[float, int, str]:
-    """Run `python -m module args` in a fresh process; (wall seconds, peak RSS in MiB incl. its children, stdout)."""
+    """Run `python -m module args` in a fresh process; (wall seconds, peak RSS of its whole process tree in
+    MiB, stdout). The tree is polled every 0.1 s, since vLLM's engine core is a separate process."""
+    import threading
+
+    import psutil
+
     start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-c", RSS_WRAPPER, module, *args],
-        capture_output=True,
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **(env or {})},
         cwd=ROOT,
     )
+    peak = [0]
+
+    def poll() -> None:
+        root = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            try:
+                tree = [root, *root.children(recursive=True)]
+                peak[0] = max(peak[0], sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=poll, daemon=True)
+    watcher.start()
+    out, err = proc.communicate()
     wall = time.perf_counter() - start
+    watcher.join()
     if proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-4000:])
+        sys.stderr.write(err[-4000:])
         raise SystemExit(f"{module} failed with exit code {proc.returncode}")
-    rss = next(int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("PEAK_RSS_KB"))
-    return wall, rss // 1024, proc.stdout
+    return wall, peak[0] // (1 << 20), out
 
 
 def emit(result: dict) -> None:

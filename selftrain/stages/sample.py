@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 
 from selftrain.config import Config
 from selftrain.engines.base import SamplingSpec, load_engine
@@ -29,10 +30,15 @@ class LazyEngine:
     def __init__(self, cfg: Config, adapter: str | None):
         self.cfg, self.adapter = cfg, adapter
 
+    load_s = 0.0  # time spent starting engines, reported in stage stats
+
     @functools.cached_property
     def engine(self):  # noqa: ANN201
         log.info("loading engine for %s (adapter: %s)", self.cfg.model.path, self.adapter or "none")
-        return load_engine(self.cfg, self.adapter)
+        start = time.perf_counter()
+        engine = load_engine(self.cfg, self.adapter)
+        self.load_s += time.perf_counter() - start
+        return engine
 
     @functools.cached_property
     def builder(self) -> PromptBuilder:
@@ -82,6 +88,7 @@ def run(
             raise RuntimeError(f"sample workers left shards {missing} unwritten")
         return finish(writer, inputs, shards, _stats(writer, shards))
     lazy = LazyEngine(cfg, inputs.policy_adapter())
+    start = time.perf_counter()
     try:
         shards = write_sharded(
             writer,
@@ -96,7 +103,11 @@ def run(
         lazy.close()
     if worker is not None:
         return None  # type: ignore[return-value]  # the parent writes the manifest
-    return finish(writer, inputs, shards, _stats(writer, shards))
+    timing = {
+        "engine_load_s": round(lazy.load_s, 2),
+        "sampling_s": round(time.perf_counter() - start - lazy.load_s, 2),
+    }
+    return finish(writer, inputs, shards, {**_stats(writer, shards), **timing})
 
 
 def _stats(writer: StageWriter, shards: list) -> dict:
