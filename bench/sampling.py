@@ -105,11 +105,12 @@ def main() -> None:
         f"questions={args.questions} n={args.n} max_tokens={args.max_tokens} samples={m['stats']['samples']}"
     )
     print(
-        f"ours: {ours_tokens} tokens in {ours_wall:.1f}s (process incl. engine start), peak RSS {ours_rss} MiB"
+        f"ours: {ours_tokens} tokens in {m['stats']['sampling_s']:.1f}s after engine start "
+        f"({m['stats']['engine_load_s']:.1f}s; process {ours_wall:.1f}s), peak RSS (process tree) {ours_rss} MiB"
     )
     print(
-        f"bare: {bare['tokens']} tokens in {bare_wall:.1f}s (process incl. engine start; generate alone "
-        f"{bare['generate_s']:.1f}s), peak RSS {bare_rss} MiB"
+        f"bare: {bare['tokens']} tokens in {bare['generate_s']:.1f}s after engine start "
+        f"(process {bare_wall:.1f}s), peak RSS (process tree) {bare_rss} MiB"
     )
     if not args.skip_memory:
         big_wall, big_rss, _ = stage(args.questions * 10, "ours10x")

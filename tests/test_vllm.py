@@ -84,13 +84,20 @@ def test_tiny_recipe_with_vllm_same_schemas_and_resume(tiny_model, tmp_path):
     )
 
 
-def test_data_parallel_sampling_two_workers(tiny_model, tmp_path):
-    recipe = write_recipe(
-        tmp_path / "r.yaml",
-        tiny_recipe(tmp_path, tiny_model, engine={"name": "hf", "isolation": "inline", "workers": 2}),
-    )
-    proc = cli("run", str(recipe), "--no-prefect")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    manifest = RunStore(tmp_path / "runs" / "t").manifest(0, "sample")
+def test_data_parallel_sampling_two_vllm_workers(tiny_model, tmp_path):
+    """Two vLLM engines (one per device on GPUs; the cores split here), disjoint shards, one manifest."""
+    from selftrain.config import load_config
+    from selftrain.pipeline import execute_stage
+    from selftrain.runner import prepare
+
+    recipe = tiny_recipe(tmp_path, tiny_model, engine={"name": "vllm", "isolation": "auto", "workers": 2})
+    cfg = load_config(write_recipe(tmp_path / "r.yaml", recipe))
+    store = RunStore(cfg.run_dir())
+    with store.lock():
+        prepare(cfg, store, rebuild_stale=False)
+        execute_stage(cfg, store, 0, "questions")
+        manifest = execute_stage(cfg, store, 0, "sample")
     assert [s.name for s in manifest.shards] == ["part-00000.parquet", "part-00001.parquet"]
     assert manifest.rows == 8 * 3
+    rows = read_stage(store.stage_dir(0, "sample")).to_pylist()
+    assert len({r["question_id"] for r in rows}) == 8 and all(r["completion"] is not None for r in rows)

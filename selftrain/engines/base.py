@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -29,6 +30,17 @@ class Completion:
     cumulative_logprob: float | None = None
 
 
+# (shard index, rendered prompts, sampling parameters) for each shard still to do
+ShardRequests = Iterable[tuple[int, list[str], SamplingSpec]]
+
+
+def generate_shards_sequentially(
+    engine: Engine, shards: ShardRequests
+) -> Iterator[tuple[int, list[list[Completion]]]]:
+    for index, prompts, spec in shards:
+        yield index, engine.generate(prompts, spec)
+
+
 class Engine(Protocol):
     """What a stage needs from an inference engine. Prompts are already-rendered text (chat template and BOS
     included); engines tokenize them without adding special tokens, so hf and vllm see the same ids."""
@@ -37,6 +49,10 @@ class Engine(Protocol):
 
     def generate(self, prompts: list[str], spec: SamplingSpec) -> list[list[Completion]]:
         """`spec.n` completions per prompt. Greedy when temperature is 0. Deterministic for a given seed."""
+
+    def generate_shards(self, shards: ShardRequests) -> Iterator[tuple[int, list[list[Completion]]]]:
+        """Yield (shard index, completions) as each shard finishes. Engines that can keep several shards in
+        flight (vllm) do, so shard boundaries do not drain the batch; results equal `generate` per shard."""
 
     def option_probs(self, prompts: list[str], options: tuple[str, ...]) -> list[list[float]]:
         """Per prompt, the next-token probability of the first token of each option (one forward pass)."""

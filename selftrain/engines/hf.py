@@ -4,9 +4,16 @@ vLLM engine is tested against."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from selftrain.engines.base import ENGINES, Completion, SamplingSpec
+from selftrain.engines.base import (
+    ENGINES,
+    Completion,
+    SamplingSpec,
+    ShardRequests,
+    generate_shards_sequentially,
+)
 
 if TYPE_CHECKING:
     from selftrain.config import Config
@@ -83,6 +90,9 @@ class HFEngine:
                 comps = [self._completion(new[j * per + k]) for k in range(per)]
                 out.append(comps * spec.n if greedy else comps)
         return out
+
+    def generate_shards(self, shards: ShardRequests) -> Iterator[tuple[int, list[list[Completion]]]]:
+        return generate_shards_sequentially(self, shards)
 
     def _completion(self, ids: list[int]) -> Completion:
         stop_at = next((i for i, t in enumerate(ids) if t in self._eos), None)

@@ -12,10 +12,11 @@ import json
 import logging
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from selftrain.engines.base import ENGINES, Completion, SamplingSpec
+from selftrain.engines.base import ENGINES, Completion, SamplingSpec, ShardRequests
 
 if TYPE_CHECKING:
     from selftrain.config import Config
@@ -69,11 +70,12 @@ class VLLMEngine:
             for t in texts
         ]
 
-    def generate(self, prompts: list[str], spec: SamplingSpec) -> list[list[Completion]]:
+    @staticmethod
+    def _params(spec: SamplingSpec):  # noqa: ANN205
         from vllm import SamplingParams
 
         greedy = spec.temperature == 0
-        params = SamplingParams(
+        return SamplingParams(
             n=1 if greedy else spec.n,
             temperature=spec.temperature,
             top_p=1.0 if greedy else spec.top_p,
@@ -81,20 +83,64 @@ class VLLMEngine:
             seed=spec.seed,
             logprobs=0,  # the sampled token's logprob, for cumulative_logprob
         )
-        outs = self.llm.generate(self._tokens(prompts), params, lora_request=self.lora, use_tqdm=False)
-        result = []
-        for out in outs:
-            comps = [
-                Completion(
-                    text=o.text,
-                    num_tokens=len(o.token_ids),
-                    finish_reason="stop" if o.finish_reason == "stop" else "length",
-                    cumulative_logprob=o.cumulative_logprob,
-                )
-                for o in out.outputs
-            ]
-            result.append(comps * spec.n if greedy else comps)
-        return result
+
+    @staticmethod
+    def _completions(out, spec: SamplingSpec) -> list[Completion]:  # noqa: ANN001
+        comps = [
+            Completion(
+                text=o.text,
+                num_tokens=len(o.token_ids),
+                finish_reason="stop" if o.finish_reason == "stop" else "length",
+                cumulative_logprob=o.cumulative_logprob,
+            )
+            for o in out.outputs
+        ]
+        return comps * spec.n if spec.temperature == 0 else comps
+
+    def generate(self, prompts: list[str], spec: SamplingSpec) -> list[list[Completion]]:
+        outs = self.llm.generate(
+            self._tokens(prompts), self._params(spec), lora_request=self.lora, use_tqdm=False
+        )
+        return [self._completions(out, spec) for out in outs]
+
+    def generate_shards(
+        self, shards: ShardRequests, window: int = 4
+    ) -> Iterator[tuple[int, list[list[Completion]]]]:
+        """Keep up to `window` shards' requests in the engine at once and yield each shard when its last
+        request finishes: the batch never drains at a shard boundary, and memory is bounded by the window,
+        not by the number of questions."""
+        pending = iter(shards)
+        owner: dict[str, tuple[int, int]] = {}
+        results: dict[int, list] = {}
+        specs: dict[int, SamplingSpec] = {}
+        left: dict[int, int] = {}
+
+        def submit() -> bool:
+            item = next(pending, None)
+            if item is None:
+                return False
+            index, prompts, spec = item
+            ids = self.llm.enqueue(
+                self._tokens(prompts), self._params(spec), lora_request=self.lora, use_tqdm=False
+            )
+            owner.update({rid: (index, pos) for pos, rid in enumerate(ids)})
+            results[index], specs[index], left[index] = [None] * len(prompts), spec, len(prompts)
+            return True
+
+        while len(left) < window and submit():
+            pass
+        engine = self.llm.llm_engine
+        while engine.has_unfinished_requests():
+            for out in engine.step():
+                if not out.finished:
+                    continue
+                index, pos = owner.pop(out.request_id)
+                results[index][pos] = self._completions(out, specs[index])
+                left[index] -= 1
+                if left[index] == 0:
+                    del left[index]
+                    submit()
+                    yield index, results.pop(index)
 
     def option_probs(self, prompts: list[str], options: tuple[str, ...]) -> list[list[float]]:
         from vllm import SamplingParams

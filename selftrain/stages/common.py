@@ -78,32 +78,39 @@ def write_sharded(
     writer: StageWriter,
     inputs: StageInputs,
     groups: list[list[dict]],
-    make_rows: Callable[[list[dict], int], list[dict]],
+    make_rows: Callable[[list[dict], int], list[dict]] | None,
     schema: pa.Schema,
     desc: str,
     worker: tuple[int, int] | None = None,
+    produce: Callable[[list[int]], Iterator[tuple[int, list[dict]]]] | None = None,
 ) -> list[ShardInfo]:
-    """Shard i holds make_rows(groups[i], i). Shards finished by an interrupted attempt are kept as they are.
+    """Shard i holds the rows of groups[i]. Shards finished by an interrupted attempt are kept as they are.
 
-    With `worker=(k, n)` only shards i with i % n == k are handled: n data-parallel workers write disjoint
-    shards of one stage folder, and the parent writes the single manifest afterwards.
+    Rows come from make_rows(groups[i], i), shard by shard, or from `produce(missing indices)`, which may
+    yield shards in any order (an engine that keeps several shards in flight). With `worker=(k, n)` only
+    shards i with i % n == k are handled: n data-parallel workers write disjoint shards of one stage folder,
+    and the parent writes the single manifest afterwards.
     """
     from tqdm.auto import tqdm
 
-    shards: list[ShardInfo] = []
-    todo = 0
-    mine = [(i, g) for i, g in enumerate(groups) if worker is None or i % worker[1] == worker[0]]
-    for index, group in tqdm(mine, desc=desc, unit="shard", disable=None):
+    mine = [i for i in range(len(groups)) if worker is None or i % worker[1] == worker[0]]
+    shards: dict[int, ShardInfo] = {}
+    for index in mine:
         done = writer.done_shard(index)
         if done is not None:
-            shards.append(done)
-            continue
-        todo += 1
-        shards.append(write_shard(writer.dir, index, make_rows(group, index), schema))
-        maybe_kill(inputs.stage, "shard", index)
-    if todo < len(mine):
-        log.info("%s: reused %d finished shard(s), wrote %d", desc, len(mine) - todo, todo)
-    return shards
+            shards[index] = done
+    missing = [i for i in mine if i not in shards]
+    if shards:
+        log.info("%s: reusing %d finished shard(s), %d to do", desc, len(shards), len(missing))
+    if produce is None:
+        assert make_rows is not None
+        produce = lambda todo: ((i, make_rows(groups[i], i)) for i in todo)  # noqa: E731
+    with tqdm(total=len(missing), desc=desc, unit="shard", disable=None) as bar:
+        for index, rows in produce(missing):
+            shards[index] = write_shard(writer.dir, index, rows, schema)
+            bar.update(1)
+            maybe_kill(inputs.stage, "shard", index)
+    return [shards[i] for i in mine]
 
 
 def run_workers(inputs: StageInputs, workers: int) -> None:

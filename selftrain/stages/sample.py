@@ -52,10 +52,7 @@ class LazyEngine:
         self.__dict__.pop("builder", None)
 
 
-def sample_rows(cfg: Config, lazy: LazyEngine, group: list[dict], seed: int) -> list[dict]:
-    s = cfg.sampling
-    prompts = [lazy.builder.question(q["question"], q["choices"]) for q in group]
-    outs = lazy.engine.generate(prompts, SamplingSpec(s.n, s.temperature, s.top_p, s.max_tokens, seed))
+def sample_rows(group: list[dict], prompts: list[str], outs: list) -> list[dict]:
     rows = []
     for q, prompt, comps in zip(group, prompts, outs, strict=True):
         for k, c in enumerate(comps):
@@ -94,10 +91,11 @@ def run(
             writer,
             inputs,
             groups,
-            lambda g, i: sample_rows(cfg, lazy, g, shard_seed(cfg.run.seed, inputs.iteration, i)),
+            None,
             SAMPLES,
             f"sample iter-{inputs.iteration:03d}",
             worker=worker,
+            produce=lambda todo: _produce(cfg, lazy, inputs.iteration, groups, todo),
         )
     finally:
         lazy.close()
@@ -108,6 +106,24 @@ def run(
         "sampling_s": round(time.perf_counter() - start - lazy.load_s, 2),
     }
     return finish(writer, inputs, shards, {**_stats(writer, shards), **timing})
+
+
+def _produce(cfg: Config, lazy: LazyEngine, iteration: int, groups: list[list[dict]], todo: list[int]):  # noqa: ANN202
+    """The missing shards go to the engine as one stream; each comes back as soon as it is complete.
+    Prompts are rendered as the engine asks for the next shard, so memory follows the engine's window."""
+    s = cfg.sampling
+    prompts: dict[int, list[str]] = {}
+
+    def requests():  # noqa: ANN202
+        for i in todo:
+            prompts[i] = [lazy.builder.question(q["question"], q["choices"]) for q in groups[i]]
+            seed = shard_seed(cfg.run.seed, iteration, i)
+            yield i, prompts[i], SamplingSpec(s.n, s.temperature, s.top_p, s.max_tokens, seed)
+
+    if not todo:
+        return
+    for index, outs in lazy.engine.generate_shards(requests()):
+        yield index, sample_rows(groups[index], prompts.pop(index), outs)
 
 
 def _stats(writer: StageWriter, shards: list) -> dict:
