@@ -123,7 +123,8 @@ class VLLMEngine:
             ids = self.llm.enqueue(
                 self._tokens(prompts), self._params(spec), lora_request=self.lora, use_tqdm=False
             )
-            owner.update({rid: (index, pos) for pos, rid in enumerate(ids)})
+            # add_request may return an internal id ("<external>-<suffix>"); outputs carry the external one
+            owner.update({rid.split("-", 1)[0]: (index, pos) for pos, rid in enumerate(ids)})
             results[index], specs[index], left[index] = [None] * len(prompts), spec, len(prompts)
             return True
 
@@ -134,7 +135,7 @@ class VLLMEngine:
             for out in engine.step():
                 if not out.finished:
                     continue
-                index, pos = owner.pop(out.request_id)
+                index, pos = owner.pop(out.request_id.split("-", 1)[0])
                 results[index][pos] = self._completions(out, specs[index])
                 left[index] -= 1
                 if left[index] == 0:
