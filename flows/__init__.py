@@ -18,6 +18,8 @@ def configure_prefect(store_root: str = "artifacts") -> None:
         "PREFECT_LOGGING_LEVEL": "WARNING",
         # selftrain's own loggers (stage progress, relayed subprocess output) go into the Prefect run logs
         "PREFECT_LOGGING_EXTRA_LOGGERS": "selftrain",
+        # ...and outside a run (model bootstrap, stale checks) they just go to the console
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
