@@ -6,11 +6,13 @@ complete, stop on stale, resume what is partial" lives, so both behave the same.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,6 +181,12 @@ def invalidate(store: RunStore, iteration: int, stage: str) -> list[Path]:
     return moved
 
 
+def _relay(stream, logger: logging.Logger) -> None:  # noqa: ANN001
+    for line in stream:
+        if line.strip():
+            logger.info("%s", line.rstrip().rsplit("\r", 1)[-1])
+
+
 def run_stage_subprocess(cfg: Config, store: RunStore, iteration: int, stage: str) -> None:
     """Run a stage as `python -m selftrain.stages` (or under `accelerate launch` for distributed training), so
     the engine's memory goes back to the system when the stage ends."""
@@ -202,16 +210,18 @@ def run_stage_subprocess(cfg: Config, store: RunStore, iteration: int, stage: st
         bufsize=1,
     )
     store.record_child(proc.pid)  # a run that takes over this lock after a crash kills the group
+    # Relay the child's output through our logger (under Prefect it lands in the task run's logs). A reader
+    # thread, because the pipe reaches EOF only when every process holding it is gone: after a crash, vLLM's
+    # engine-core process keeps it open until the group is killed below.
+    # (run in a copy of this context: Prefect finds its task run through context variables)
+    child_log = logging.getLogger(f"selftrain.stage.{stage}")
+    relay = threading.Thread(target=contextvars.copy_context().run, args=(_relay, proc.stdout, child_log))
+    relay.start()
     try:
-        # relay the child's output through our logger: under Prefect it lands in the task run's logs
-        assert proc.stdout is not None
-        child_log = logging.getLogger(f"selftrain.stage.{stage}")
-        for line in proc.stdout:
-            if line.strip():
-                child_log.info("%s", line.rstrip().rsplit("\r", 1)[-1])
         code = proc.wait()
     finally:
         kill_group(proc.pid)
         store.record_child(None)
+        relay.join(timeout=30)
     if code != 0:
         raise StoreError(f"iter-{iteration:03d}/{stage} failed in its subprocess (exit code {code})")
