@@ -67,6 +67,15 @@ def run_child(module: str, *args: str, env: dict | None = None) -> tuple[float, 
     return wall, peak[0] // (1 << 20), out
 
 
+def dispatch(marker: str, child, main) -> None:  # noqa: ANN001
+    """`python -m bench.X MARKER args` runs the child role (a baseline or worker process), else `main`."""
+    if len(sys.argv) > 1 and sys.argv[1] == marker:
+        sys.argv = sys.argv[1:]
+        child()
+    else:
+        main()
+
+
 def emit(result: dict) -> None:
     """A child's result line; engines print their own chatter to stdout too."""
     print("BENCH_JSON " + json.dumps(result), flush=True)

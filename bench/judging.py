@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import emit, ensure_tiny_model, parse, run_child  # noqa: E402
+from common import dispatch, emit, ensure_tiny_model, parse, run_child  # noqa: E402
 
 WORKER = "bench_judge_worker"
 
@@ -89,8 +89,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == WORKER:
-        sys.argv = sys.argv[1:]
-        worker()
-    else:
-        main()
+    dispatch(WORKER, worker, main)

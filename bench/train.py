@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import emit, ensure_tiny_model, manifest, parse, prepare_run, run_child  # noqa: E402
+from common import dispatch, emit, ensure_tiny_model, manifest, parse, prepare_run, run_child  # noqa: E402
 
 BARE = "bench_bare_dpo"
 
@@ -122,8 +122,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == BARE:
-        sys.argv = sys.argv[1:]
-        bare_main()
-    else:
-        main()
+    dispatch(BARE, bare_main, main)
