@@ -1,8 +1,10 @@
 """Training throughput: our train stage vs a bare TRL `DPOTrainer` script, same model, pairs and settings, each
 in a fresh process. Steps/s come from each trainer's own train_runtime (model loading excluded from both).
 
-    .venv/bin/python bench/train.py [--steps 40]
+    .venv/bin/python bench/train.py [--steps 100] [--repeats 3] [--bf16]
 
+The two sides alternate (ours, bare, ours, bare, ...) so drift in the machine's speed hits both alike; each
+side's median over the repeats is compared. On a GPU both train there (--bf16 for bf16 mixed precision).
 Ends with: RESULT ours_steps_s=<x> bare_steps_s=<y> ratio=<x/y>   (target ratio >= 0.95), then both peak RSS.
 """
 
@@ -10,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -24,13 +28,16 @@ BARE = "bench_bare_dpo"
 def bare_main() -> None:
     """What a user would write by hand with TRL + PEFT."""
     spec = json.loads(sys.argv[1])
+    import torch
     from datasets import load_dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
     tok = AutoTokenizer.from_pretrained(spec["model"])
-    model = AutoModelForCausalLM.from_pretrained(spec["model"])
+    model = AutoModelForCausalLM.from_pretrained(
+        spec["model"], dtype=torch.bfloat16 if spec["bf16"] else torch.float32
+    )
     ds = load_dataset("parquet", data_files=spec["files"], split="train").select_columns(
         ["prompt", "chosen", "rejected"]
     )
@@ -44,8 +51,8 @@ def bare_main() -> None:
         save_strategy="steps",
         save_steps=spec["save_steps"],
         logging_steps=5,
-        use_cpu=True,
-        bf16=False,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=spec["bf16"] and torch.cuda.is_available(),
         gradient_checkpointing=False,
         report_to="none",
         seed=0,
@@ -60,8 +67,10 @@ def bare_main() -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--questions", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each side, alternating")
+    ap.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPUs)")
     args = ap.parse_args()
 
     from selftrain.config import load_config
@@ -79,6 +88,7 @@ def main() -> None:
             f"data.questions_per_iteration={args.questions}",
             f"training.max_steps={args.steps}",
             "training.save_steps=20",
+            f"training.bf16={str(args.bf16).lower()}",
         ],
     )
     store = RunStore(run_dir)
@@ -91,8 +101,6 @@ def main() -> None:
     ]
 
     env = {"OMP_NUM_THREADS": "2"}
-    ours_wall, ours_rss, _ = run_child("selftrain.stages", str(run_dir), "0", "train", env=env)
-    stats = manifest(run_dir, "policy")["stats"]
     spec = {
         "model": str(model),
         "files": pair_files,
@@ -105,17 +113,25 @@ def main() -> None:
         "r": t.lora.r,
         "alpha": t.lora.alpha,
         "targets": t.lora.target_modules,
+        "bf16": args.bf16,
     }
-    bare_wall, bare_rss, out = run_child("bench.train", BARE, json.dumps(spec), env=env)
-    bare = parse(out)
-    ours_s = stats["steps"] / stats["train_runtime_s"]
-    bare_s = bare["steps"] / bare["runtime"]
-    print(f"pairs={stats['pairs']} steps={args.steps} batch={t.per_device_batch_size}")
+    ours_rates, bare_rates, ours_rss, bare_rss = [], [], 0, 0
+    for i in range(args.repeats):
+        shutil.rmtree(run_dir / "iter-000" / "policy", ignore_errors=True)  # a fresh train stage each time
+        shutil.rmtree(tmp / "bare", ignore_errors=True)
+        wall, rss, _ = run_child("selftrain.stages", str(run_dir), "0", "train", env=env)
+        stats = manifest(run_dir, "policy")["stats"]
+        ours_rates.append(stats["steps"] / stats["train_runtime_s"])
+        ours_rss = max(ours_rss, rss)
+        print(f"[{i}] ours: {stats['steps']} steps in {stats['train_runtime_s']:.1f}s; process {wall:.1f}s")
+        wall, rss, out = run_child("bench.train", BARE, json.dumps(spec), env=env)
+        bare = parse(out)
+        bare_rates.append(bare["steps"] / bare["runtime"])
+        bare_rss = max(bare_rss, rss)
+        print(f"[{i}] bare: {bare['steps']} steps in {bare['runtime']:.1f}s; process {wall:.1f}s")
+    ours_s, bare_s = statistics.median(ours_rates), statistics.median(bare_rates)
     print(
-        f"ours: {stats['steps']} steps in {stats['train_runtime_s']:.1f}s; process {ours_wall:.1f}s; peak RSS {ours_rss} MiB"
-    )
-    print(
-        f"bare: {bare['steps']} steps in {bare['runtime']:.1f}s; process {bare_wall:.1f}s; peak RSS {bare_rss} MiB"
+        f"pairs={stats['pairs']} steps={args.steps} batch={t.per_device_batch_size} device={stats['device']}"
     )
     print(f"RESULT ours_steps_s={ours_s:.3f} bare_steps_s={bare_s:.3f} ratio={ours_s / bare_s:.3f}")
     print(f"PEAK_RSS ours_mib={ours_rss} bare_mib={bare_rss}")

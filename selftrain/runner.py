@@ -18,6 +18,10 @@ IterationFn = Callable[[str, int, bool], object]
 def prepare(cfg: Config, store: RunStore, rebuild_stale: bool) -> None:
     """Before anything is written: the model exists (or is built), and no completed stage is stale unless the
     user asked to rebuild. Then the resolved config is recorded in the run folder. Call under the run lock."""
+    if cfg.training.accelerate_config:
+        from selftrain.training.launch import check_launch_config
+
+        check_launch_config(cfg)
     ensure_model(cfg.model.path, cfg.model.bootstrap)
     if not rebuild_stale:
         for it in range(cfg.run.iterations):

@@ -65,3 +65,35 @@ def test_cli_rejects_bad_config_with_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "sampling.temperature" in lines[0], proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "launch", sorted((ROOT / "configs" / "accelerate").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_shipped_accelerate_configs_pass_the_launch_check(launch):
+    """Every launch config we ship is accepted with the matching precision and rejected with the other one
+    when it is bf16 (a mismatch would fail minutes later inside DeepSpeed)."""
+    from selftrain.training.launch import accelerate_command
+
+    bf16 = "mixed_precision: bf16" in launch.read_text()
+    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", [f"training.accelerate_config={launch}"])
+    cfg.training.bf16 = bf16
+    cmd = accelerate_command(cfg, ROOT / "artifacts" / "runs" / "x", 0)
+    assert cmd[cmd.index("--config_file") + 1] == str(launch)
+    if "--deepspeed_config_file" in cmd:
+        assert (ROOT / "configs" / "accelerate" / cmd[cmd.index("--deepspeed_config_file") + 1]).is_file()
+    if bf16:
+        cfg.training.bf16 = False
+        with pytest.raises(ConfigError, match="training.bf16 is false"):
+            accelerate_command(cfg, ROOT / "artifacts" / "runs" / "x", 0)
+
+
+def test_paper_recipe_launches_zero2_on_four_gpus():
+    import yaml
+
+    cfg = load_config(ROOT / "configs" / "llama3.1-8b-core-po.yaml")
+    t = cfg.training
+    assert (t.lora.r, t.lora.alpha, t.lora.dropout, t.beta, t.learning_rate) == (128, 256, 0.05, 0.1, 5e-6)
+    assert t.bf16 and t.gradient_checkpointing and t.save_steps == 200 and t.max_grad_norm == 1.0
+    launch = yaml.safe_load((ROOT / t.accelerate_config).read_text())
+    assert launch["num_processes"] == 4 and launch["deepspeed_config"]["zero_stage"] == 2

@@ -28,6 +28,11 @@ def _kill_callback():  # noqa: ANN202 - transformers type
         """Fault injection for crash tests (see stages.common.maybe_kill): dies right after a checkpoint."""
 
         def on_save(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                # every rank has finished writing its part of the checkpoint before one of them dies
+                dist.barrier()
             maybe_kill("train", "step", state.global_step)
             return control
 
@@ -35,11 +40,20 @@ def _kill_callback():  # noqa: ANN202 - transformers type
 
 
 def latest_checkpoint(ckpt_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
+    """The newest complete checkpoint. The Trainer writes trainer_state.json last, so a checkpoint folder
+    without it was cut short by a crash and is skipped (transformers' get_last_checkpoint would pick it)."""
     if not ckpt_dir.is_dir():
         return None
-    return get_last_checkpoint(str(ckpt_dir))
+    found = []
+    for path in ckpt_dir.glob("checkpoint-*"):
+        step = path.name.removeprefix("checkpoint-")
+        if not (path.is_dir() and step.isdigit()):
+            continue
+        if (path / "trainer_state.json").is_file():
+            found.append((int(step), path))
+        else:
+            log.warning("%s is incomplete (no trainer_state.json): not resuming from it", path)
+    return str(max(found)[1]) if found else None
 
 
 def train_dpo(cfg: Config, pair_files: list[str], out_dir: Path, init_adapter: str | None) -> dict[str, Any]:
@@ -113,8 +127,15 @@ def train_dpo(cfg: Config, pair_files: list[str], out_dir: Path, init_adapter: s
     if resume:
         log.info("resuming training from %s", resume)
     result = trainer.train(resume_from_checkpoint=resume)
-    if trainer.accelerator.is_main_process:
-        trainer.model.save_pretrained(str(out_dir), selected_adapters=["default"])
+    accelerator = trainer.accelerator
+    state_dict = None
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None and plugin.zero_stage == 3:
+        # ZeRO-3 shards every parameter: rank 0's own tensors are empty placeholders, so save_pretrained
+        # alone writes an empty adapter. Gathering is collective, so every rank takes part.
+        state_dict = accelerator.get_state_dict(trainer.model_wrapped)
+    if accelerator.is_main_process:
+        trainer.model.save_pretrained(str(out_dir), state_dict=state_dict, selected_adapters=["default"])
         check_adapter(out_dir)
     history = trainer.state.log_history
     last = {k: v for entry in history for k, v in entry.items() if k in METRIC_KEYS}
@@ -123,6 +144,10 @@ def train_dpo(cfg: Config, pair_files: list[str], out_dir: Path, init_adapter: s
         "pairs": len(dataset),
         "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
         "resumed_from": Path(resume).name if resume else None,
+        "device": accelerator.device.type,
+        "distributed_type": str(accelerator.distributed_type.value),
+        "mixed_precision": str(accelerator.mixed_precision),
+        "zero_stage": plugin.zero_stage if plugin is not None else None,
         **{k.replace("/", "_"): round(float(v), 6) for k, v in last.items()},
     }
 

@@ -14,26 +14,84 @@ from pathlib import Path
 from selftrain.config import Config
 
 
-def accelerate_command(cfg: Config, run_dir: Path, iteration: int) -> list[str]:
-    config_file = cfg.training.accelerate_config
-    if config_file is None:
-        raise ValueError("training.accelerate_config is not set")
-    if not Path(config_file).is_file():
-        raise FileNotFoundError(f"training.accelerate_config: no such file {config_file}")
+def check_launch_config(cfg: Config) -> dict:
+    """The accelerate config, read and checked against the recipe before anything runs (a mismatch would
+    otherwise surface minutes later as a DeepSpeed traceback from every rank). A `deepspeed_config_file` is
+    resolved against the YAML's folder and returned under the key `_deepspeed_json` (absolute path)."""
     import yaml
 
-    launch = yaml.safe_load(Path(config_file).read_text()) or {}
-    port: list[str] = []
+    from selftrain.config import ConfigError
+
+    config_file = cfg.training.accelerate_config
+    if config_file is None:
+        raise ConfigError("training.accelerate_config is not set")
+    if not Path(config_file).is_file():
+        raise ConfigError(f"training.accelerate_config: no such file {config_file}")
+    try:
+        launch = yaml.safe_load(Path(config_file).read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{config_file}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(launch, dict):
+        raise ConfigError(f"{config_file}: expected a mapping of accelerate settings")
+    ds = launch.get("deepspeed_config") or {}
+    stage, gathers, precision = ds.get("zero_stage", 0), ds.get("zero3_save_16bit_model", False), None
+    if ds.get("deepspeed_config_file"):
+        json_path, ds_json = _read_deepspeed_json(config_file, ds["deepspeed_config_file"])
+        launch["_deepspeed_json"] = str(json_path)
+        zero = ds_json.get("zero_optimization") or {}
+        stage = zero.get("stage", 0)
+        gathers = zero.get("stage3_gather_16bit_weights_on_model_save", False)
+        if (ds_json.get("bf16") or {}).get("enabled") is True:
+            precision = "bf16"
+    precision = precision or str(launch.get("mixed_precision", "no"))
+    if int(stage) == 3 and gathers is not True:
+        # without it DeepSpeed cannot gather the sharded adapter on save and the adapter is lost
+        raise ConfigError(
+            f"{config_file}: ZeRO-3 needs zero3_save_16bit_model: true "
+            "(stage3_gather_16bit_weights_on_model_save in a DeepSpeed JSON) to save the adapter"
+        )
+    if precision == "bf16" and not cfg.training.bf16:
+        raise ConfigError(
+            f"{config_file} sets bf16 mixed precision but training.bf16 is false; "
+            "set training.bf16=true or use a config without bf16"
+        )
+    if precision == "fp16":
+        raise ConfigError(f"{config_file}: mixed_precision fp16 is not supported (use bf16 or 'no')")
+    return launch
+
+
+def _read_deepspeed_json(config_file: str, name: str) -> tuple[Path, dict]:
+    import json
+
+    from selftrain.config import ConfigError
+
+    path = Path(name)
+    if not path.is_absolute():
+        path = Path(config_file).resolve().parent / path
+    try:
+        return path, json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{config_file}: deepspeed_config_file {path} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+
+
+def accelerate_command(cfg: Config, run_dir: Path, iteration: int) -> list[str]:
+    launch = check_launch_config(cfg)
+    config_file = str(cfg.training.accelerate_config)
+    extra: list[str] = []
     if int(launch.get("num_machines", 1)) == 1:
         # one machine: any free port, so back-to-back or concurrent runs never collide on a fixed one
-        port = ["--main_process_port", str(_free_port())]
+        extra += ["--main_process_port", str(_free_port())]
+    if "_deepspeed_json" in launch:  # resolved, so the run does not depend on the working directory
+        extra += ["--deepspeed_config_file", launch["_deepspeed_json"]]
     return [
         sys.executable,
         "-m",
         "accelerate.commands.launch",
         "--config_file",
         config_file,
-        *port,
+        *extra,
         "-m",
         "selftrain.training.launch",
         str(run_dir),
