@@ -125,7 +125,9 @@ def test_incomplete_checkpoint_is_not_resumed_from(tmp_path):
 @pytest.mark.parametrize(
     "content, training, message",
     [
-        ("deepspeed_config: {zero_stage: 3}\n", {}, "zero3_save_16bit_model must be true"),
+        ("deepspeed_config: {zero_stage: 3}\n", {}, "ZeRO-3 needs zero3_save_16bit_model: true"),
+        ("deepspeed_config: {deepspeed_config_file: ds.json}\n", {}, "ZeRO-3 needs zero3_save_16bit_model"),
+        ("deepspeed_config: {deepspeed_config_file: nope.json}\n", {}, "nope.json does not exist"),
         ("mixed_precision: bf16\n", {}, "training.bf16 is false"),
         ("mixed_precision: fp16\n", {"bf16": True}, "fp16 is not supported"),
         ("[unclosed\n", {}, "not valid YAML"),
@@ -134,6 +136,7 @@ def test_incomplete_checkpoint_is_not_resumed_from(tmp_path):
 def test_bad_launch_config_is_rejected_before_anything_runs(tmp_path, tiny_model, content, training, message):
     launch = tmp_path / "launch.yaml"
     launch.write_text(content)
+    (tmp_path / "ds.json").write_text('{"zero_optimization": {"stage": 3}}')  # found beside the YAML
     recipe = tiny_recipe(tmp_path, tiny_model)
     recipe["training"].update({"accelerate_config": str(launch), **training})
     proc = cli("run", str(write_recipe(tmp_path / "r.yaml", recipe)), "--no-prefect")
