@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -23,3 +24,25 @@ def configure_prefect(store_root: str = "artifacts") -> None:
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
+    _selftrain_logs_at_info()
+
+
+def _selftrain_logs_at_info() -> None:
+    # Stage progress and relayed subprocess output are INFO records, and the inherited root level is WARNING
+    # when Prefect set up logging first: they would be dropped before reaching any handler.
+    logger = logging.getLogger("selftrain")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+
+
+def route_selftrain_logs() -> None:
+    """Send the `selftrain` loggers' records (stage progress, the relayed output of stage subprocesses) to the
+    Prefect run they happen in. Called at the start of each flow (Prefect's logging is set up by then), so a
+    run started from a deployment by a worker or `serve` gets them too, whatever its environment says."""
+    from prefect.logging.handlers import APILogHandler
+
+    _selftrain_logs_at_info()
+    logger = logging.getLogger("selftrain")
+    # PREFECT_LOGGING_EXTRA_LOGGERS=selftrain has Prefect attach one already; never two (duplicate lines)
+    if not any(isinstance(h, APILogHandler) for h in logger.handlers):
+        logger.addHandler(APILogHandler())

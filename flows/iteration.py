@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows import route_selftrain_logs
 from selftrain.store import RunStore
 from tasks import evaluate, pairs, questions, sample, score, train
 
@@ -14,5 +15,6 @@ STAGE_TASKS = [questions.questions, sample.sample, score.score, pairs.pairs, tra
 @flow(name="self-training-iteration")
 def iteration(run: str, iteration: int, rebuild_stale: bool = False) -> dict:
     """One iteration of the run folder `run`: skips complete stages, resumes partial ones, stops on stale."""
+    route_selftrain_logs()
     with RunStore(run).lock():
         return {t.name: t(run, iteration, rebuild_stale) for t in STAGE_TASKS}

@@ -4,6 +4,7 @@ real SIGKILLs. Marked slow (about a minute each on 2 cores)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from selftrain.store import RunStore, read_stage, sha256_file
 
-from .conftest import cli, tiny_recipe, write_recipe
+from .conftest import ROOT, cli, tiny_recipe, write_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -198,7 +199,20 @@ def test_bad_inputs_fail_with_one_line(tmp_path, tiny_model):
         assert message in lines[-1] and "Traceback" not in proc.stderr, (name, proc.stderr[-2000:])
 
 
-def test_one_iteration_under_prefect(tmp_path, tiny_model):
+@pytest.fixture
+def restored_environ():
+    """configure_prefect sets process-wide defaults: later tests must not inherit this test's."""
+    saved = os.environ.copy()
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_one_iteration_under_prefect(tmp_path, tiny_model, restored_environ):
+    """The DAG under a real (temporary) Prefect server, training under `accelerate launch`: the launched
+    process's output reaches the train task run's logs and the metrics its artifact."""
+    import asyncio
+
     from prefect.testing.utilities import prefect_test_harness
 
     from flows import configure_prefect
@@ -206,14 +220,47 @@ def test_one_iteration_under_prefect(tmp_path, tiny_model):
     from selftrain.runner import run
 
     configure_prefect(str(tmp_path))
-    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path, tiny_model))
+    recipe = tiny_recipe(tmp_path, tiny_model)
+    recipe["training"]["accelerate_config"] = str(ROOT / "configs" / "accelerate" / "cpu-1proc.yaml")
+    recipe = write_recipe(tmp_path / "r.yaml", recipe)
     with prefect_test_harness(server_startup_timeout=180):
         from flows.iteration import iteration
 
         store = run(load_config(recipe), iteration_fn=lambda r, i, rb: iteration(r, i, rb))
+        task_logs, artifact = asyncio.run(_train_task_logs_and_artifact())
     for stage in ("questions", "sample", "score", "pairs", "train", "evaluate"):
         assert store.manifest(0, stage) is not None, stage
     assert (store.stage_dir(0, "evaluate") / "metrics.json").exists()
+    assert any("accelerate.commands.launch" in m for m in task_logs), task_logs[:20]  # the launch command
+    saved = [m for m in task_logs if "adapter saved" in m]  # written by the launched rank-0 process
+    assert len(saved) == 1, saved  # relayed once, not once per handler
+    assert '"rewards_accuracies"' in artifact and '"processes": 1' in artifact
+
+
+async def _train_task_logs_and_artifact() -> tuple[list[str], str]:
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        LogFilter,
+        LogFilterTaskRunId,
+        TaskRunFilter,
+        TaskRunFilterName,
+    )
+
+    async with get_client() as client:
+        runs = await client.read_task_runs(
+            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="train"))
+        )
+        assert runs, "no train task run"
+        logs = await client.read_logs(
+            log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=[r.id for r in runs])), limit=200
+        )
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="iter-000-train"))
+        )
+    assert artifacts, "no train artifact"
+    return [log.message for log in logs], str(artifacts[0].data)
 
 
 def test_export_adapter_and_merged(reference, tmp_path, tiny_model):

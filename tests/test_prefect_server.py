@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -40,6 +41,16 @@ def _wait_healthy(url: str, timeout: float) -> None:
     raise TimeoutError(f"Prefect server at {url} not healthy after {timeout}s")
 
 
+def _read_logs(api: str) -> list[dict]:
+    request = urllib.request.Request(
+        f"{api}/logs/filter",
+        data=json.dumps({"limit": 200, "sort": "TIMESTAMP_ASC"}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as r:
+        return json.loads(r.read())
+
+
 def test_deployment_run_executes_an_iteration(tmp_path, tiny_model):
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
@@ -50,6 +61,7 @@ def test_deployment_run_executes_an_iteration(tmp_path, tiny_model):
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "prefect" / "storage"),
     }
+    env.pop("PREFECT_LOGGING_EXTRA_LOGGERS", None)  # as on a worker set up without selftrain's defaults
     prefect = str(Path(sys.executable).with_name("prefect"))
     server = subprocess.Popen(
         [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
@@ -106,6 +118,9 @@ def test_deployment_run_executes_an_iteration(tmp_path, tiny_model):
         assert "Completed" in proc.stdout, proc.stdout[-2000:]
         for stage in ("questions", "sample", "score", "pairs", "train", "evaluate"):
             assert store.manifest(0, stage) is not None, stage
+        # the served run's process had no PREFECT_LOGGING_EXTRA_LOGGERS: selftrain's lines still reach the run
+        messages = [log["message"] for log in _read_logs(api) if log["name"].startswith("selftrain")]
+        assert sum("adapter saved" in m for m in messages) == 1, messages[-20:]
     finally:
         for p in (serve, server):
             if p is not None:
