@@ -39,10 +39,19 @@ def route_selftrain_logs() -> None:
     """Send the `selftrain` loggers' records (stage progress, the relayed output of stage subprocesses) to the
     Prefect run they happen in. Called at the start of each flow (Prefect's logging is set up by then), so a
     run started from a deployment by a worker or `serve` gets them too, whatever its environment says."""
+    from prefect.context import FlowRunContext, TaskRunContext
     from prefect.logging.handlers import APILogHandler
+
+    class RunLogHandler(APILogHandler):
+        """Prefect's API handler, quiet outside a run: the library also logs outside flows in this process
+        (the stock handler warns on every such record unless PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW=ignore)."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if getattr(record, "flow_run_id", None) or FlowRunContext.get() or TaskRunContext.get():
+                super().emit(record)
 
     _selftrain_logs_at_info()
     logger = logging.getLogger("selftrain")
     # PREFECT_LOGGING_EXTRA_LOGGERS=selftrain has Prefect attach one already; never two (duplicate lines)
     if not any(isinstance(h, APILogHandler) for h in logger.handlers):
-        logger.addHandler(APILogHandler())
+        logger.addHandler(RunLogHandler())

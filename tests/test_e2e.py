@@ -201,11 +201,18 @@ def test_bad_inputs_fail_with_one_line(tmp_path, tiny_model):
 
 @pytest.fixture
 def restored_environ():
-    """configure_prefect sets process-wide defaults: later tests must not inherit this test's."""
+    """configure_prefect sets process-wide defaults and Prefect attaches its API handler to the `selftrain`
+    logger: later tests must inherit neither (the handler warns on every record outside a flow run)."""
+    import logging
+
     saved = os.environ.copy()
+    logger = logging.getLogger("selftrain")
+    handlers, level = list(logger.handlers), logger.level
     yield
     os.environ.clear()
     os.environ.update(saved)
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
 
 
 def test_one_iteration_under_prefect(tmp_path, tiny_model, restored_environ):
