@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,12 @@ def _kill_callback():  # noqa: ANN202 - transformers type
         """Fault injection for crash tests (see stages.common.maybe_kill): dies right after a checkpoint."""
 
         def on_save(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
-            import torch.distributed as dist
+            if os.environ.get("SELFTRAIN_KILL_AT", "").startswith("train:"):
+                import torch.distributed as dist
 
-            if dist.is_available() and dist.is_initialized():
-                # every rank has finished writing its part of the checkpoint before one of them dies
-                dist.barrier()
+                if dist.is_available() and dist.is_initialized():
+                    # every rank has finished writing its part of the checkpoint before one of them dies
+                    dist.barrier()
             maybe_kill("train", "step", state.global_step)
             return control
 
