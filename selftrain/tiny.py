@@ -144,10 +144,30 @@ def build_tiny_model(out_dir: Path, cfg: BootstrapConfig) -> None:
     log.info("tiny model ready at %s (%.0fs)", out_dir, time.time() - start)
 
 
+def _check_built_with(path: Path, bootstrap: BootstrapConfig) -> None:
+    """A cached tiny model must come from the recipe's bootstrap settings. Reusing one built with others would
+    silently change every result, and rebuilding in place would change the model under existing runs."""
+    from selftrain.config import ConfigError
+
+    record = path / "bootstrap.json"
+    if not record.exists():
+        return  # not built by selftrain: the user's own model
+    built = json.loads(record.read_text())
+    wanted = bootstrap.model_dump()
+    diff = [f"{k} {v} vs {built.get(k, 'absent')}" for k, v in wanted.items() if built.get(k) != v]
+    if diff:
+        raise ConfigError(
+            f"model.bootstrap differs from the one {path} was built with ({', '.join(diff)}, recipe vs built): "
+            "move that folder away to rebuild it, or set model.path to a new folder"
+        )
+
+
 def ensure_model(path: str, bootstrap: BootstrapConfig | None) -> None:
     """Build the tiny model at `path` if it is absent and the recipe says how; otherwise check it exists."""
     p = Path(path)
     if (p / "config.json").exists():
+        if bootstrap is not None:
+            _check_built_with(p, bootstrap)
         return
     if bootstrap is not None:
         build_tiny_model(p, bootstrap)

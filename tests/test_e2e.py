@@ -54,6 +54,24 @@ def _copy(reference: Path, tmp_path: Path, tiny_model: Path) -> tuple[Path, Path
     return root / "runs" / "t", recipe
 
 
+def test_score_stats_report_the_judge_against_references(reference):
+    """The synthetic questions carry references: the score stage grades the samples (diagnostic only) and its
+    judge_auroc agrees with a recomputation from the stored samples, scores and questions."""
+    from selftrain.diagnostics import auroc
+    from selftrain.grading.grade import is_equivalent
+
+    store = RunStore(reference)
+    stats = store.manifest(0, "score").stats
+    tables = _tables(reference)
+    refs = {q["question_id"]: q["reference"].rsplit("####", 1)[-1].strip() for q in tables["questions"]}
+    labels = [is_equivalent("arithmetic", r["answer"], refs[r["question_id"]]) for r in tables["score"]]
+    assert stats["graded"] == len(tables["score"]) == len(tables["sample"])
+    assert stats["sample_accuracy"] == round(sum(labels) / len(labels), 6)
+    expected = auroc([r["score"] for r in tables["score"]], labels)
+    # (the 40-step test model gets nearly everything wrong, when AUROC is undefined: the unit tests cover values)
+    assert stats["judge_auroc"] == (None if expected is None else round(expected, 6))
+
+
 def test_completed_run_status_and_artifacts(reference):
     proc = cli("status", str(reference))
     assert proc.returncode == 0, proc.stderr

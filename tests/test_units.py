@@ -183,3 +183,44 @@ def test_synthetic_test_split_is_held_out():
         for r in load_source(SourceConfig(name="synthetic_arithmetic", split="test", limit=200), 0)
     }
     assert not train & test
+
+
+def test_auroc_ranks_ties_and_degenerate_cases():
+    from selftrain.diagnostics import auroc
+
+    assert auroc([0.9, 0.8, 0.2, 0.1], [True, True, False, False]) == 1.0
+    assert auroc([0.1, 0.2, 0.8, 0.9], [True, True, False, False]) == 0.0
+    assert auroc([0.5, 0.5, 0.5, 0.5], [True, False, True, False]) == 0.5  # ties count one half
+    assert auroc([0.9, 0.5, 0.5, 0.1], [True, True, False, False]) == 0.875
+    assert auroc([0.3, 0.4], [True, True]) is None
+
+
+def test_judge_diagnostics_grade_against_references_only_where_present():
+    from selftrain.diagnostics import judge_diagnostics
+
+    questions = [
+        {"question_id": "a", "task": "gsm8k", "reference": "so #### 72", "choices": None},
+        {"question_id": "b", "task": "gsm8k", "reference": None, "choices": None},
+    ]
+    scored = [
+        {"question_id": "a", "answer": "72", "score": 0.9},
+        {"question_id": "a", "answer": "71", "score": 0.4},
+        {"question_id": "a", "answer": None, "score": 0.6},
+        {"question_id": "b", "answer": "5", "score": 0.1},  # no reference: not graded
+    ]
+    d = judge_diagnostics(questions, scored)
+    assert d == {"graded": 3, "sample_accuracy": round(1 / 3, 6), "judge_auroc": 1.0}
+    assert judge_diagnostics(questions[1:], scored) == {}
+
+
+def test_cached_tiny_model_from_other_bootstrap_settings_is_refused(tmp_path):
+    from selftrain.config import BootstrapConfig, ConfigError
+    from selftrain.tiny import ensure_model
+
+    built = BootstrapConfig(steps=2, batch_size=4, hidden_size=32, num_layers=1, num_heads=2)
+    ensure_model(str(tmp_path / "m"), built)
+    mtime = (tmp_path / "m" / "model.safetensors").stat().st_mtime_ns
+    ensure_model(str(tmp_path / "m"), built)  # same settings: reused
+    with pytest.raises(ConfigError, match=r"steps 3 vs 2.*move that folder away"):
+        ensure_model(str(tmp_path / "m"), built.model_copy(update={"steps": 3}))
+    assert (tmp_path / "m" / "model.safetensors").stat().st_mtime_ns == mtime  # never rebuilt in place

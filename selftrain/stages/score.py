@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import statistics
 from collections import defaultdict
 
 from selftrain.config import Config
+from selftrain.diagnostics import judge_diagnostics
 from selftrain.judges import JUDGES
 from selftrain.schemas import SCORES
 from selftrain.stages.common import StageInputs, chunks, finish, read_shards, shard_seed, write_sharded
 from selftrain.stages.sample import LazyEngine
 from selftrain.store import Manifest, StageWriter
+
+log = logging.getLogger(__name__)
 
 
 def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
@@ -41,5 +45,12 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
         "scored": t.num_rows,
         "mean_score": round(statistics.fmean(scores), 6) if scores else None,
         "zero_scores": sum(s == 0 for s in scores),
+        **judge_diagnostics(questions, t.select(["question_id", "answer", "score"]).to_pylist()),
     }
+    if stats.get("judge_auroc") is not None:
+        log.info(
+            "judge AUROC against the references (diagnostic only): %.3f; sample accuracy %.3f",
+            stats["judge_auroc"],
+            stats["sample_accuracy"],
+        )
     return finish(writer, inputs, shards, stats)

@@ -1,0 +1,54 @@
+"""How good is the label-free judge? Where the questions carry references, the score stage grades each sample
+against them and reports the judge's AUROC (does a higher score mean a right answer?) beside the samples'
+accuracy. Diagnostic only: pairs are built from the scores alone and nothing downstream reads these numbers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
+    """P(score of a random right answer > score of a random wrong one), ties counting one half (the
+    Mann-Whitney U statistic over the two groups). None when either group is empty."""
+    positives = sum(1 for y in labels if y)
+    negatives = len(labels) - positives
+    if positives == 0 or negatives == 0:
+        return None
+    order = sorted(range(len(scores)), key=lambda i: scores[i])
+    ranks = [0.0] * len(scores)
+    i = 0
+    while i < len(order):  # average ranks over runs of equal scores
+        j = i
+        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    rank_sum = sum(r for r, y in zip(ranks, labels, strict=True) if y)
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+
+
+def judge_diagnostics(questions: list[dict], scored: list[dict]) -> dict:
+    """{'graded': n, 'sample_accuracy': a, 'judge_auroc': x} over the samples whose question has a reference;
+    {} when none has."""
+    from selftrain.grading.grade import TASKS, is_equivalent, reference_answer
+
+    refs = {}
+    for q in questions:
+        if q.get("reference") is not None and q.get("task"):
+            family = TASKS.get(q["task"]).family
+            refs[q["question_id"]] = (q["task"], reference_answer(family, q["reference"], q.get("choices")))
+    labels, values = [], []
+    for row in scored:
+        if row["question_id"] in refs and row["score"] is not None:
+            task, ref = refs[row["question_id"]]
+            labels.append(is_equivalent(task, row["answer"], ref))
+            values.append(row["score"])
+    if not labels:
+        return {}
+    value = auroc(values, labels)
+    return {
+        "graded": len(labels),
+        "sample_accuracy": round(sum(labels) / len(labels), 6),
+        "judge_auroc": None if value is None else round(value, 6),
+    }
