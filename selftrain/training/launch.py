@@ -10,14 +10,19 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from selftrain.config import Config
 
 
-def check_launch_config(cfg: Config) -> dict:
+class LaunchConfig(NamedTuple):
+    settings: dict  # the accelerate YAML as read
+    deepspeed_json: Path | None  # its deepspeed_config_file, resolved against the YAML's folder
+
+
+def check_launch_config(cfg: Config) -> LaunchConfig:
     """The accelerate config, read and checked against the recipe before anything runs (a mismatch would
-    otherwise surface minutes later as a DeepSpeed traceback from every rank). A `deepspeed_config_file` is
-    resolved against the YAML's folder and returned under the key `_deepspeed_json` (absolute path)."""
+    otherwise surface minutes later as a DeepSpeed traceback from every rank)."""
     import yaml
 
     from selftrain.config import ConfigError
@@ -35,9 +40,9 @@ def check_launch_config(cfg: Config) -> dict:
         raise ConfigError(f"{config_file}: expected a mapping of accelerate settings")
     ds = launch.get("deepspeed_config") or {}
     stage, gathers, precision = ds.get("zero_stage", 0), ds.get("zero3_save_16bit_model", False), None
+    json_path = None
     if ds.get("deepspeed_config_file"):
         json_path, ds_json = _read_deepspeed_json(config_file, ds["deepspeed_config_file"])
-        launch["_deepspeed_json"] = str(json_path)
         zero = ds_json.get("zero_optimization") or {}
         stage = zero.get("stage", 0)
         gathers = zero.get("stage3_gather_16bit_weights_on_model_save", False)
@@ -57,7 +62,7 @@ def check_launch_config(cfg: Config) -> dict:
         )
     if precision == "fp16":
         raise ConfigError(f"{config_file}: mixed_precision fp16 is not supported (use bf16 or 'no')")
-    return launch
+    return LaunchConfig(launch, json_path)
 
 
 def _read_deepspeed_json(config_file: str, name: str) -> tuple[Path, dict]:
@@ -80,11 +85,11 @@ def accelerate_command(cfg: Config, run_dir: Path, iteration: int) -> list[str]:
     launch = check_launch_config(cfg)
     config_file = str(cfg.training.accelerate_config)
     extra: list[str] = []
-    if int(launch.get("num_machines", 1)) == 1:
+    if int(launch.settings.get("num_machines", 1)) == 1:
         # one machine: any free port, so back-to-back or concurrent runs never collide on a fixed one
         extra += ["--main_process_port", str(_free_port())]
-    if "_deepspeed_json" in launch:  # resolved, so the run does not depend on the working directory
-        extra += ["--deepspeed_config_file", launch["_deepspeed_json"]]
+    if launch.deepspeed_json is not None:  # resolved, so the run does not depend on the working directory
+        extra += ["--deepspeed_config_file", str(launch.deepspeed_json)]
     return [
         sys.executable,
         "-m",
