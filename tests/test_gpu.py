@@ -8,8 +8,7 @@ import pytest
 
 from selftrain.store import RunStore
 
-from .conftest import cli
-from .test_train_distributed import check_policy, launch_recipe, max_adapter_diff, run_ok
+from .test_train_distributed import check_policy, killed_and_resumed_adapter_diff, launch_recipe, run_ok
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 
@@ -30,16 +29,6 @@ def test_zero_lora_dpo_bf16_on_gpu(launch_config, stage, tmp_path, tiny_model):
 
 
 def test_killed_zero2_training_resumes_on_gpu(tmp_path, tiny_model):
-    whole = launch_recipe(tmp_path / "whole", tiny_model, "zero2-1gpu.yaml", **PAPER_PATH)
-    run_ok(whole)
-    killed = launch_recipe(tmp_path / "killed", tiny_model, "zero2-1gpu.yaml", **PAPER_PATH)
-    proc = cli("run", str(killed), "--no-prefect", env={"SELFTRAIN_KILL_AT": "train:step:2"}, timeout=900)
-    assert proc.returncode != 0
-    run_ok(killed)
-    store = RunStore(tmp_path / "killed" / "runs" / "t")
-    assert store.manifest(0, "train").stats["resumed_from"] == "checkpoint-2"
-    diff = max_adapter_diff(
-        check_policy(store, tiny_model), check_policy(RunStore(tmp_path / "whole" / "runs" / "t"), tiny_model)
-    )
+    diff = killed_and_resumed_adapter_diff(tmp_path, tiny_model, "zero2-1gpu.yaml", **PAPER_PATH)
     print(f"\nmax |adapter(resumed) - adapter(uninterrupted)| = {diff:.3g}")
     assert diff < 1e-4

@@ -29,15 +29,10 @@ CONFIGS = [
 def launch_recipe(root: Path, model: Path, launch_config: str, **training) -> Path:
     """A tiny recipe whose train stage runs under `accelerate launch --config_file configs/accelerate/<x>`."""
     root.mkdir(parents=True, exist_ok=True)
-    base = tiny_recipe(root, model)
-    recipe = tiny_recipe(
+    recipe = tiny_recipe(  # sections merge into tiny_recipe's own
         root,
         model,
-        training={
-            **base["training"],
-            "accelerate_config": str(ROOT / "configs" / "accelerate" / launch_config),
-            **training,
-        },
+        training={"accelerate_config": str(ROOT / "configs" / "accelerate" / launch_config), **training},
         evaluation={"baseline": False},
     )
     return write_recipe(root / "r.yaml", recipe)
@@ -77,6 +72,24 @@ def check_policy(store: RunStore, model: Path) -> dict:
     return tensors
 
 
+def killed_and_resumed_adapter_diff(tmp_path: Path, model: Path, launch_config: str, **training) -> float:
+    """Train once uninterrupted; train again, SIGKILLed right after the step-2 checkpoint, then rerun the same
+    command. Checks the killed attempt left a complete checkpoint and no manifest and that the rerun resumed
+    from it; returns the largest difference between the two adapters."""
+    run_ok(launch_recipe(tmp_path / "whole", model, launch_config, **training))
+    killed = launch_recipe(tmp_path / "killed", model, launch_config, **training)
+    proc = cli("run", str(killed), "--no-prefect", env={"SELFTRAIN_KILL_AT": "train:step:2"}, timeout=900)
+    store = RunStore(tmp_path / "killed" / "runs" / "t")
+    assert proc.returncode != 0, proc.stderr[-2000:]
+    assert store.manifest(0, "train") is None
+    assert (store.stage_dir(0, "train") / "checkpoints" / "checkpoint-2" / "trainer_state.json").is_file()
+    run_ok(killed)
+    manifest = store.manifest(0, "train")
+    assert manifest.stats["resumed_from"] == "checkpoint-2" and manifest.stats["steps"] == 4
+    reference = check_policy(RunStore(tmp_path / "whole" / "runs" / "t"), model)
+    return max_adapter_diff(check_policy(store, model), reference)
+
+
 def max_adapter_diff(a: dict, b: dict) -> float:
     assert a.keys() == b.keys()
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
@@ -98,19 +111,7 @@ def test_train_stage_under_accelerate(launch_config, tmp_path, tiny_model):
 def test_killed_training_under_accelerate_resumes_to_the_same_adapter(tmp_path, tiny_model):
     """Both ranks die (SIGKILL) right after the step-2 checkpoint; the same command again resumes from it
     (optimizer, scheduler, RNG, data position) and ends with the adapter of an uninterrupted run."""
-    whole = launch_recipe(tmp_path / "whole", tiny_model, "cpu-2proc.yaml")
-    run_ok(whole)
-    killed = launch_recipe(tmp_path / "killed", tiny_model, "cpu-2proc.yaml")
-    proc = cli("run", str(killed), "--no-prefect", env={"SELFTRAIN_KILL_AT": "train:step:2"}, timeout=900)
-    store = RunStore(tmp_path / "killed" / "runs" / "t")
-    assert proc.returncode != 0, proc.stderr[-2000:]
-    assert store.manifest(0, "train") is None
-    assert (store.stage_dir(0, "train") / "checkpoints" / "checkpoint-2" / "trainer_state.json").is_file()
-    run_ok(killed)
-    manifest = store.manifest(0, "train")
-    assert manifest.stats["resumed_from"] == "checkpoint-2" and manifest.stats["steps"] == 4
-    reference = check_policy(RunStore(tmp_path / "whole" / "runs" / "t"), tiny_model)
-    assert max_adapter_diff(check_policy(store, tiny_model), reference) < 1e-5
+    assert killed_and_resumed_adapter_diff(tmp_path, tiny_model, "cpu-2proc.yaml") < 1e-5
 
 
 def test_incomplete_checkpoint_is_not_resumed_from(tmp_path):
