@@ -93,8 +93,10 @@ class DataConfig(Section):
 
 
 class PromptConfig(Section):
-    template: Literal["core_po", "plain"] = Field(
-        "core_po", description="core_po: the paper's format via the chat template; plain: compact Q/A text."
+    template: Literal["core_po_llama3", "core_po", "plain"] = Field(
+        "core_po",
+        description="core_po_llama3: the official CORE-PO strings byte for byte (hand-written Llama-3 header); "
+        "core_po: the same texts inside the model's own chat template; plain: compact Q/A text (tiny model).",
     )
     system: str = Field("Be a helpful assistant.", description="System turn for chat templates.")
 

@@ -1,7 +1,7 @@
 """Confidence judges: turn a question's samples into scores. Registered by name (`judge.name`).
 
-core_po (CORE-PO): the model's own P(True) on each sample's reasoning (shown beside up to k other reasonings
-of the same question) and on its answer, each from one forward pass reading P(A) and P(B) of the next token;
+core_po (CORE-PO): the model's own P(True) on each sample's reasoning (shown after up to k reasonings drawn
+from all of the question's parsed samples, itself included) and on its answer, each from one forward pass reading P(A) and P(B) of the next token;
 score = reasoning confidence x answer confidence. self_consistency (SC-PO): score = the share of the
 question's samples that reached the same answer.
 """
@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from selftrain.prompts import choice_question
 from selftrain.registry import Registry
 
 if TYPE_CHECKING:
@@ -52,6 +53,8 @@ def core_po(
     rows: list[Row] = []
     for q in questions:
         group = samples.get(q["question_id"], [])
+        # the judge sees the question as the policy did: a multiple-choice question with its options
+        qtext = choice_question(q["question"], q["choices"]) if q.get("choices") else q["question"]
         cons = consistency(group)
         parsed = [builder.parse(s["completion"]) for s in group]
         # A truncated or unparsable sample gets score 0 (METHODS.md, step 3).
@@ -70,12 +73,14 @@ def core_po(
             rows.append(row)
             if not ok:
                 continue
-            pool = [r for j, r in enumerate(reasonings) if j != k and valid[j] and r]
+            # As the original: the context is drawn from ALL parsed samples of the question, the selected one
+            # included, so the judge compares the selected reasoning against the question's own distribution.
+            pool = [r for j, r in enumerate(reasonings) if valid[j]]
             rng = random.Random(f"{seed}-{q['question_id']}-{s['sample_index']}")
-            others = rng.sample(pool, min(cfg.max_context_reasonings, len(pool)))
-            prompts.append(builder.reasoning_judge(q["question"], p.reasoning, others))
+            context = rng.sample(pool, min(cfg.max_context_reasonings, len(pool)))
+            prompts.append(builder.reasoning_judge(qtext, p.reasoning, context))
             slots.append((len(rows) - 1, "reasoning_confidence"))
-            prompts.append(builder.answer_judge(q["question"], p.reasoning, p.answer))
+            prompts.append(builder.answer_judge(qtext, p.reasoning, p.answer))
             slots.append((len(rows) - 1, "answer_confidence"))
     if prompts:
         probs = engine.option_probs(prompts, tuple(cfg.options))

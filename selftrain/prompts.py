@@ -1,6 +1,19 @@
 """Prompt templates: the CORE-PO answer format, its two P(True) judge prompts, and a compact `plain` variant
 for the tiny character-level model. Parsing of completions back into (reasoning, answer) lives here too, so
-the format and its parser cannot drift apart."""
+the format and its parser cannot drift apart.
+
+Templates (`prompt.template`):
+- `core_po_llama3`: the official CORE-PO strings byte for byte (hsjang0/CORE-PO, core_po/generation.py and
+  core_po/judge.py), a Llama-3 chat string written out by hand, quirks included: no "Cutting Knowledge Date"
+  lines, a newline after every `<|eot_id|>`, a line of four spaces in the reasoning judge's system turn, no
+  period after the answer judge's system text. For Llama-3 models; the paper recipe uses it.
+- `core_po`: the same system and user texts inside the model's own chat template (other model families).
+- `plain`: compact `Q:`/`A:` text that the tiny CPU model is pre-trained on.
+
+BOS rule (one BOS everywhere): rendered text never carries a BOS that the tokenizer adds by itself. Engines
+and TRL both encode with `add_special_tokens=True` (see `encode_prompt`), so the ids the policy sampled from
+are the ids DPO trains on. Only a tokenizer that adds no BOS on its own gets its BOS written into the text.
+"""
 
 from __future__ import annotations
 
@@ -12,21 +25,48 @@ from selftrain.grading.normalize import ROMAN
 UNDERSTANDING = "**Understanding the question:**"
 REASONING = "**Reasoning:**"
 FINAL = "**Final answer:**"
+EOT = "<|eot_id|>"
 
-_CORE_PO_FORMAT = (
-    "Answer the question in the following format:\n"
-    f"{UNDERSTANDING} <your understanding of the question>\n"
-    f"{REASONING} <step-by-step reasoning>\n"
-    f'{FINAL} "The answer is $<value>$"\n'
-    "STRICTLY FOLLOW THE RESPONSE FORMAT."
+TEMPLATES = ("core_po_llama3", "core_po", "plain")
+
+# -- the official texts (see the module docstring for which quirks are deliberate) ---------------------------
+QUESTION_SYSTEM = "Be a helpful assistant."
+REASONING_JUDGE_SYSTEM = "Be a helpful assistant."
+ANSWER_JUDGE_SYSTEM = "Be a helpful assistant"  # sic: the original has no period here
+
+_QUESTION_USER = (
+    "Answer the following question using **reasoning** before providing a final answer. Provide precise, "
+    "structured, and well-reasoned responses.\n\n**Question:** {question}\n\n### Response Format\n\n"
+    f"{UNDERSTANDING} <identify key details>\n\n{REASONING} <perform chain-of-thought>\n\n"
+    f"{FINAL} {{final}}\n\nEnsure correctness and clarity. Return a concise and definitive response to the "
+    "question. {extra}STRICTLY FOLLOW THE RESPONSE FORMAT."
 )
-_CORE_PO_CHOICE_FORMAT = (
-    "Answer the question in the following format:\n"
-    f"{UNDERSTANDING} <your understanding of the question>\n"
-    f"{REASONING} <step-by-step reasoning>\n"
-    f'{FINAL} "The answer is <one of {{labels}}> which is <the option\'s text>"\n'
-    "DO NOT RETURN TWO OR MORE ANSWERS. STRICTLY FOLLOW THE RESPONSE FORMAT."
+_NUMERIC_FINAL = '"The answer is $<value>$"'
+_CHOICE_FINAL = (
+    '"The answer is <choose the most promising single answer from {options}> which is <copy the content>"'
 )
+_CHOICE_EXTRA = "DO NOT RETURN TWO OR MORE ANSWERS. "
+
+_REASONING_JUDGE_INTRO = (
+    "Answer whether the **selected reasoning** is correct for the given **question**. Additionally, we provide "
+    "randomly generated reasoning before presenting the selected reasoning."
+)
+_CONTEXT_REASONING = "**Randomly generated reasoning {k} (this may be either correct or incorrect):** "
+_REASONING_JUDGE_TAIL = (
+    "\n\nIs the **selected reasoning** correct?\nA) True\nB) False\nThe **selected reasoning** is: [A / B, "
+    "depending on whether the **selected reasoning** is correct given the **question**]"
+)
+REASONING_PREFILL = "The **selected reasoning** is: "
+
+_ANSWER_JUDGE_INTRO = (
+    "Answer whether the **selected answer** is correct for the given **question**, based on the provided "
+    "**reasoning**."
+)
+_ANSWER_JUDGE_TAIL = (
+    "\n\nIs the **selected answer** correct?\nA) True\nB) False\nThe **selected answer** is: [A / B, depending "
+    "on whether the **selected answer** is correct given the **question** and the **reasoning**]"
+)
+ANSWER_PREFILL = "The **selected answer** is: "
 
 
 @dataclass(frozen=True)
@@ -36,81 +76,124 @@ class Parsed:
 
     @property
     def ok(self) -> bool:
-        return bool(self.reasoning and self.reasoning.strip()) and bool(self.answer and self.answer.strip())
+        return self.reasoning is not None and self.answer is not None
 
 
 def render_options(choices: list[str]) -> str:
     return "\n".join(f"[{ROMAN[i]}]: {c}" for i, c in enumerate(choices))
 
 
+def choice_question(question: str, choices: list[str]) -> str:
+    """The original's multiple-choice question text: `{q} Choices:\\n[I]: …\\n[II]: …\\n`."""
+    return f"{question} Choices:\n" + "".join(f"[{ROMAN[i]}]: {c}\n" for i, c in enumerate(choices))
+
+
+def is_multiple_choice(question: str) -> bool:
+    """The original's test: a question holding both `[I]` and `[III]` gets the multiple-choice template."""
+    return "[I]" in question and "[III]" in question
+
+
+def choice_labels(question: str) -> str:
+    # sic: the original offers [IV] even for three options and [V] only when the text holds "[V]"
+    return "[I] / [II] / [III] / [IV] / [V]" if "[V]" in question else "[I] / [II] / [III] / [IV]"
+
+
+def question_user_text(question: str) -> str:
+    if is_multiple_choice(question):
+        final = _CHOICE_FINAL.format(options=choice_labels(question))
+        return _QUESTION_USER.format(question=question, final=final, extra=_CHOICE_EXTRA)
+    return _QUESTION_USER.format(question=question, final=_NUMERIC_FINAL, extra="")
+
+
+def tokenizer_adds_bos(tokenizer: Any) -> bool:
+    """Whether encoding with special tokens puts the BOS in front by itself (Llama-3 does; the tiny char
+    tokenizer and Qwen do not)."""
+    bos_id = getattr(tokenizer, "bos_token_id", None)
+    if bos_id is None:
+        return False
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bool(ids) and ids[0] == bos_id
+
+
+def encode_prompt(tokenizer: Any, text: str) -> list[int]:
+    """The one way selftrain turns a rendered prompt into ids (engines; TRL does the same for DPO)."""
+    return list(tokenizer(text, add_special_tokens=True)["input_ids"])
+
+
 class PromptBuilder:
     """Renders question and judge prompts for one tokenizer and template."""
 
-    def __init__(self, tokenizer: Any, template: str = "core_po", system: str = "Be a helpful assistant."):
+    def __init__(self, tokenizer: Any, template: str = "core_po", system: str = QUESTION_SYSTEM):
+        if template not in TEMPLATES:
+            raise ValueError(f"prompt.template: unknown {template!r}; choose one of {', '.join(TEMPLATES)}")
         self.tokenizer = tokenizer
         self.template = template
         self.system = system
         self.has_chat = bool(getattr(tokenizer, "chat_template", None))
+        bos = getattr(tokenizer, "bos_token", None) or ""
+        # text-level BOS only where the tokenizer will not add one (see the module docstring)
+        self._text_bos = "" if not bos or _safe_adds_bos(tokenizer) else bos
 
     # -- rendering ---------------------------------------------------------------------------------------
-    def _chat(self, user: str, prefill: str = "") -> str:
+    def _llama3(self, system: str, user: str, prefill: str = "", system_pad: str = "") -> str:
+        return (
+            f"<|start_header_id|>system<|end_header_id|>\n{system_pad}\n{system}{EOT}\n"
+            f"<|start_header_id|>user<|end_header_id|>\n\n{user}{EOT}\n"
+            f"<|start_header_id|>assistant<|end_header_id|>\n\n{prefill}"
+        )
+
+    def _chat(self, system: str, user: str, prefill: str = "", system_pad: str = "") -> str:
+        if self.template == "core_po_llama3":
+            return self._text_bos + self._llama3(system, user, prefill, system_pad)
         if self.has_chat:
-            messages = [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+            messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
             text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            bos = getattr(self.tokenizer, "bos_token", None)
+            if bos and not self._text_bos and text.startswith(bos):
+                text = text[len(bos) :]  # the tokenizer adds it again when encoding
             return text + prefill
-        bos = getattr(self.tokenizer, "bos_token", None) or ""
-        return f"{bos}{self.system}\n\nUser: {user}\n\nAssistant: {prefill}"
+        return f"{self._text_bos}{system}\n\nUser: {user}\n\nAssistant: {prefill}"
 
     def _plain(self, body: str) -> str:
-        bos = getattr(self.tokenizer, "bos_token", None) or ""
-        return f"{bos}{body}"
+        return f"{self._text_bos}{body}"
 
     def question(self, question: str, choices: list[str] | None = None) -> str:
         if self.template == "plain":
             opts = f"\n{render_options(choices)}" if choices else ""
             return self._plain(f"Q: {question}{opts}\nA:")
-        if choices:
-            labels = "/".join(f"[{ROMAN[i]}]" for i in range(len(choices)))
-            user = f"{question}\n{render_options(choices)}\n\n{_CORE_PO_CHOICE_FORMAT.format(labels=labels)}"
-        else:
-            user = f"{question}\n\n{_CORE_PO_FORMAT}"
-        return self._chat(user)
+        text = choice_question(question, choices) if choices else question
+        return self._chat(self.system, question_user_text(text))
 
-    def reasoning_judge(self, question: str, selected: str, others: list[str]) -> str:
+    def reasoning_judge(self, question: str, selected: str, context: list[str]) -> str:
+        """`context`: the randomly drawn reasonings shown before the selected one (the original draws them
+        from all parsed samples of the question, the selected one included)."""
         if self.template == "plain":
-            ctx = "".join(f"R: {r}\n" for r in others)
+            ctx = "".join(f"R: {r}\n" for r in context)
             return self._plain(f"Q: {question}\n{ctx}S: {selected}\nOK? A) True B) False\nJ: ")
-        parts = ["Answer whether the **selected reasoning** is correct for the given **question**.", ""]
-        parts.append(f"**Question:** {question}")
-        for k, r in enumerate(others, 1):
-            parts.append(
-                f"**Randomly generated reasoning {k} (this may be either correct or incorrect):** {r}"
-            )
-        parts += [f"**Selected reasoning:** {selected}", "", "Is the **selected reasoning** correct?"]
-        parts += ["A) True", "B) False"]
-        return self._chat("\n".join(parts), prefill="The **selected reasoning** is: ")
+        shown = "".join(_CONTEXT_REASONING.format(k=k) + r for k, r in enumerate(context, 1))
+        user = (
+            f"{_REASONING_JUDGE_INTRO}\n\n**Question:** {question}\n\n{shown}"
+            f"\n\n**Selected reasoning:** {selected}{_REASONING_JUDGE_TAIL}"
+        )
+        # sic: the original's reasoning-judge header has a line of four spaces before the system text
+        return self._chat(REASONING_JUDGE_SYSTEM, user, REASONING_PREFILL, system_pad="    ")
 
     def answer_judge(self, question: str, reasoning: str, answer: str) -> str:
         if self.template == "plain":
             return self._plain(f"Q: {question}\nR: {reasoning}\nS: {answer}\nOK? A) True B) False\nJ: ")
-        user = "\n".join(
-            [
-                "Answer whether the **selected answer** is correct for the given **question**.",
-                "",
-                f"**Question:** {question}",
-                f"**Reasoning:** {reasoning}",
-                f"**Selected answer:** {answer}",
-                "",
-                "Is the **selected answer** correct?",
-                "A) True",
-                "B) False",
-            ]
+        user = (
+            f"{_ANSWER_JUDGE_INTRO}\n\n**Question:** {question}\n\n**Reasoning:** {reasoning}"
+            f"\n\n**Selected answer:** {answer}{_ANSWER_JUDGE_TAIL}"
         )
-        return self._chat(user, prefill="The **selected answer** is: ")
+        return self._chat(ANSWER_JUDGE_SYSTEM, user, ANSWER_PREFILL)
 
     # -- parsing -----------------------------------------------------------------------------------------
     def parse(self, completion: str) -> Parsed:
-        """Split a completion into (reasoning, answer); either is None when the format was not followed."""
+        """Split a completion into (reasoning, answer); either is None when the format was not followed.
+
+        CORE-PO templates follow the original exactly: reasoning = after the FIRST "Understanding" marker up
+        to the first "Final answer" marker, with "\\n**Reasoning:**" removed and nothing stripped; answer =
+        after the first "Final answer" marker up to the next one (or `<|eot_id|>`)."""
         if self.template == "plain":
             if "####" not in completion:
                 return Parsed(None, None)
@@ -118,7 +201,13 @@ class PromptBuilder:
             return Parsed(reasoning.strip() or None, answer.strip() or None)
         if UNDERSTANDING not in completion or FINAL not in completion:
             return Parsed(None, None)
-        body = completion.split(UNDERSTANDING, 1)[1]
-        reasoning, answer = body.rsplit(FINAL, 1)
-        reasoning = reasoning.replace(REASONING, "").strip()
-        return Parsed(reasoning or None, answer.strip() or None)
+        reasoning = completion.split(UNDERSTANDING)[1].split(FINAL)[0].replace("\n" + REASONING, "")
+        answer = completion.split(FINAL)[1].split(EOT)[0]
+        return Parsed(reasoning, answer)
+
+
+def _safe_adds_bos(tokenizer: Any) -> bool:
+    try:
+        return tokenizer_adds_bos(tokenizer)
+    except TypeError:  # a stub without __call__ (unit tests of the glue)
+        return False

@@ -98,14 +98,19 @@ def test_majority_vs_minority():
 
 
 def test_core_po_prompt_parse_roundtrip():
+    """The original's parsing: reasoning up to the first final-answer marker, answer up to the next one or
+    `<|eot_id|>`, nothing stripped; a missing marker makes the sample unparsable."""
     b = PromptBuilder(_Tok(), "core_po")
     text = '**Understanding the question:** add\n**Reasoning:** 1+2=3\n**Final answer:** "The answer is $3$"'
     parsed = b.parse(text)
-    assert parsed.reasoning == "add\n\n1+2=3" or "1+2=3" in parsed.reasoning
-    assert parsed.answer == '"The answer is $3$"'
+    assert parsed.reasoning == " add 1+2=3\n"
+    assert parsed.answer == ' "The answer is $3$"'
+    assert b.parse(text + "<|eot_id|>junk").answer == ' "The answer is $3$"'
     assert not b.parse("just 3").ok
-    q = b.question("Capital?", ["London", "Paris"])
-    assert "[I]: London" in q and "[II]: Paris" in q and "DO NOT RETURN TWO OR MORE ANSWERS" in q
+    assert not b.parse("**Understanding the question:** no final marker").ok
+    q = b.question("Capital?", ["London", "Paris", "Rome"])
+    assert "Capital? Choices:\n[I]: London\n[II]: Paris\n[III]: Rome\n" in q
+    assert "DO NOT RETURN TWO OR MORE ANSWERS" in q
     assert b.reasoning_judge("Q", "R", ["o1"]).endswith("The **selected reasoning** is: ")
 
 

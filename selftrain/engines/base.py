@@ -41,9 +41,46 @@ def generate_shards_sequentially(
         yield index, engine.generate(prompts, spec)
 
 
+def encode_prompts(tokenizer: object, texts: list[str]) -> list[list[int]]:
+    """Rendered prompts -> ids, the one way both engines (and TRL, for DPO) do it: the tokenizer's own special
+    tokens on, so exactly one BOS (see selftrain.prompts)."""
+    if not texts:
+        return []
+    return [list(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]  # type: ignore[operator]
+
+
+@dataclass(frozen=True)
+class OptionRequest:
+    """One P(option) read: the context ids and, per option, the token the option's text turns into there."""
+
+    context: list[int]
+    option_ids: list[int]
+
+
+def option_requests(tokenizer: object, prompts: list[str], options: tuple[str, ...]) -> list[OptionRequest]:
+    """The CORE-PO token rule: P(X) is the probability of the token where tokenize(prompt + X) first differs
+    between the options. With Llama-3 a prefill ending in "is: " merges with the letter into " A", so the
+    scored token is " A" after "…is:", not "A" after a lone space token; a char-level tokenizer gives "A"
+    after " ". Tokenizer-independent, and it is what the original's last-token-of-prompt+X reads."""
+    per_option = [encode_prompts(tokenizer, [p + o for p in prompts]) for o in options]
+    out = []
+    for i, prompt in enumerate(prompts):
+        seqs = [ids[i] for ids in per_option]
+        common = 0
+        while all(common < len(s) for s in seqs) and len({s[common] for s in seqs}) == 1:
+            common += 1
+        if any(len(s) <= common for s in seqs):
+            raise ValueError(
+                f"judge.options {options} tokenize identically after the prompt {prompt[-40:]!r}"
+            )
+        out.append(OptionRequest(context=seqs[0][:common], option_ids=[s[common] for s in seqs]))
+    return out
+
+
 class Engine(Protocol):
-    """What a stage needs from an inference engine. Prompts are already-rendered text (chat template and BOS
-    included); engines tokenize them without adding special tokens, so hf and vllm see the same ids."""
+    """What a stage needs from an inference engine. Prompts are rendered text (chat template included, BOS
+    only where the tokenizer does not add it); engines encode them with `encode_prompts`, so hf and vllm see
+    the same ids, and those are the ids DPO trains on."""
 
     tokenizer: object
 
@@ -55,7 +92,8 @@ class Engine(Protocol):
         flight (vllm) do, so shard boundaries do not drain the batch; results equal `generate` per shard."""
 
     def option_probs(self, prompts: list[str], options: tuple[str, ...]) -> list[list[float]]:
-        """Per prompt, the next-token probability of the first token of each option (one forward pass)."""
+        """Per prompt, the probability of each option's token at the point where prompt+option first differs
+        between the options (`option_requests`; one forward pass per prompt)."""
 
     def completion_logprobs(self, prompts: list[str], completions: list[str]) -> list[float]:
         """Sum of log-probabilities of each completion's tokens after its prompt."""

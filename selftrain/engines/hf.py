@@ -12,7 +12,9 @@ from selftrain.engines.base import (
     Completion,
     SamplingSpec,
     ShardRequests,
+    encode_prompts,
     generate_shards_sequentially,
+    option_requests,
 )
 
 if TYPE_CHECKING:
@@ -59,8 +61,11 @@ class HFEngine:
         )
 
     def _encode(self, texts: list[str]):  # noqa: ANN202
+        return self._pad(encode_prompts(self.tokenizer, texts))
+
+    def _pad(self, ids: list[list[int]]):  # noqa: ANN202
         self.tokenizer.padding_side = "left"
-        enc = self.tokenizer(texts, add_special_tokens=False, return_tensors="pt", padding=True)
+        enc = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt", padding=True)
         return {k: v.to(self.device) for k, v in enc.items()}
 
     def generate(self, prompts: list[str], spec: SamplingSpec) -> list[list[Completion]]:
@@ -107,15 +112,17 @@ class HFEngine:
     def option_probs(self, prompts: list[str], options: tuple[str, ...]) -> list[list[float]]:
         import torch
 
-        ids = [self.tokenizer(o, add_special_tokens=False)["input_ids"][0] for o in options]
+        requests = option_requests(self.tokenizer, prompts, options)
         out: list[list[float]] = []
         bs = self.cfg.judge.batch_size
-        for i in range(0, len(prompts), bs):
-            enc = self._encode(prompts[i : i + bs])
+        for i in range(0, len(requests), bs):
+            batch = requests[i : i + bs]
+            enc = self._pad([r.context for r in batch])
             with torch.no_grad():
                 logits = self.model(**enc).logits[:, -1, :].float()
-            probs = torch.softmax(logits, dim=-1)[:, ids]
-            out.extend(probs.tolist())
+            probs = torch.softmax(logits, dim=-1)
+            index = torch.tensor([r.option_ids for r in batch], device=probs.device)
+            out.extend(probs.gather(1, index).tolist())
         return out
 
     def completion_logprobs(self, prompts: list[str], completions: list[str]) -> list[float]:
@@ -123,7 +130,7 @@ class HFEngine:
 
         out = []
         for prompt, completion in zip(prompts, completions, strict=True):
-            p = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            p = encode_prompts(self.tokenizer, [prompt])[0]
             c = self.tokenizer(completion, add_special_tokens=False)["input_ids"]
             ids = torch.tensor([p + c], device=self.device)
             with torch.no_grad():

@@ -16,7 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from selftrain.engines.base import ENGINES, Completion, SamplingSpec, ShardRequests
+from selftrain.engines.base import (
+    ENGINES,
+    Completion,
+    SamplingSpec,
+    ShardRequests,
+    encode_prompts,
+    option_requests,
+)
 
 if TYPE_CHECKING:
     from selftrain.config import Config
@@ -64,11 +71,8 @@ class VLLMEngine:
     def _tokens(self, texts: list[str]) -> list:
         from vllm.inputs import TokensPrompt
 
-        # the rendered prompt already holds BOS/chat special tokens: tokenize exactly like the hf engine
-        return [
-            TokensPrompt(prompt_token_ids=self.tokenizer(t, add_special_tokens=False)["input_ids"])
-            for t in texts
-        ]
+        # tokenized here, exactly like the hf engine and TRL (one BOS: see selftrain.prompts)
+        return [TokensPrompt(prompt_token_ids=ids) for ids in encode_prompts(self.tokenizer, texts)]
 
     @staticmethod
     def _params(spec: SamplingSpec):  # noqa: ANN205
@@ -145,14 +149,18 @@ class VLLMEngine:
 
     def option_probs(self, prompts: list[str], options: tuple[str, ...]) -> list[list[float]]:
         from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
 
-        ids = [self.tokenizer(o, add_special_tokens=False)["input_ids"][0] for o in options]
-        params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=ids)
-        outs = self.llm.generate(self._tokens(prompts), params, lora_request=self.lora, use_tqdm=False)
+        requests = option_requests(self.tokenizer, prompts, options)
+        inputs = [TokensPrompt(prompt_token_ids=r.context) for r in requests]
+        params = [
+            SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=r.option_ids) for r in requests
+        ]
+        outs = self.llm.generate(inputs, params, lora_request=self.lora, use_tqdm=False)
         probs = []
-        for out in outs:
+        for out, r in zip(outs, requests, strict=True):
             step = out.outputs[0].logprobs[0]
-            probs.append([math.exp(step[i].logprob) if i in step else 0.0 for i in ids])
+            probs.append([math.exp(step[i].logprob) if i in step else 0.0 for i in r.option_ids])
         return probs
 
     def completion_logprobs(self, prompts: list[str], completions: list[str]) -> list[float]:
@@ -161,7 +169,7 @@ class VLLMEngine:
 
         joined, starts = [], []
         for p, c in zip(prompts, completions, strict=True):
-            p_ids = self.tokenizer(p, add_special_tokens=False)["input_ids"]
+            p_ids = encode_prompts(self.tokenizer, [p])[0]
             c_ids = self.tokenizer(c, add_special_tokens=False)["input_ids"]
             joined.append(TokensPrompt(prompt_token_ids=p_ids + c_ids))
             starts.append(len(p_ids))
