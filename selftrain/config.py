@@ -137,6 +137,12 @@ class TrainingConfig(Section):
     init: Literal["previous", "base"] = Field(
         "previous", description="Iteration i starts from adapter i-1 (previous) or a fresh adapter (base)."
     )
+    reference: Literal["base", "previous"] = Field(
+        "base",
+        description="DPO's reference policy: the base model with the adapter disabled (base; the paper, one "
+        "adapter trained on across iterations), or a frozen copy of adapter i-1 (previous; needs init: "
+        "previous).",
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="Adapter shape.")
     beta: float = Field(0.1, gt=0, description="DPO beta.")
     loss_type: str = Field("sigmoid", description="TRL DPO loss type.")
@@ -150,6 +156,11 @@ class TrainingConfig(Section):
     save_steps: int = Field(200, ge=1, description="Checkpoint every N steps (the unit of resume).")
     logging_steps: int = Field(10, ge=1, description="Log metrics every N steps.")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Linear warm-up share of the steps.")
+    lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
+        "linear",
+        description="Learning-rate schedule within an iteration's training (the paper: constant, which is "
+        "also one schedule across the whole run).",
+    )
     bf16: bool = Field(False, description="bfloat16 mixed precision (GPUs).")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
     report_to: list[str] = Field(
@@ -159,6 +170,12 @@ class TrainingConfig(Section):
     accelerate_config: str | None = Field(
         None, description="configs/accelerate/*.yaml; when set, training runs under `accelerate launch`."
     )
+
+    @model_validator(mode="after")
+    def _reference_needs_previous(self) -> TrainingConfig:
+        if self.reference == "previous" and self.init != "previous":
+            raise ValueError("training.reference: 'previous' needs training.init: 'previous'")
+        return self
 
 
 class EvaluationConfig(Section):

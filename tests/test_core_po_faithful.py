@@ -200,3 +200,66 @@ def test_dpo_prompt_ids_equal_the_ids_the_engine_sampled_from(bpe_tokenizer, cha
         trl_full = _tokenize(tok, prompt + chosen)["input_ids"]
         assert trl_prompt[: common_prefix_length(trl_prompt, trl_full)] == engine_ids, template
         assert engine_ids.count(tok.bos_token_id) == 1 and engine_ids[0] == tok.bos_token_id, template
+
+
+# -- DPO's reference ---------------------------------------------------------------------------------------
+def _pairs_file(path: Path) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [
+        {
+            "prompt": f"<bos>Q: {a}+{b}=?\nA:",
+            "chosen": f" {a}+{b}={a + b} #### {a + b}",
+            "rejected": " 1 #### 1",
+        }
+        for a in range(2, 8)
+        for b in (3, 4)
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return str(path)
+
+
+@pytest.mark.slow
+def test_dpo_reference_is_the_base_or_the_previous_adapter(tiny_model, tmp_path):
+    """With a continued adapter, the first step's DPO rewards are 0 against a frozen copy of it (reference:
+    previous) and not 0 against the base model (reference: base, the paper): the policy already differs."""
+    from selftrain.config import load_config
+    from selftrain.training.dpo import train_dpo
+
+    files = [_pairs_file(tmp_path / "pairs.parquet")]
+
+    def train(out: str, init: str | None, reference: str) -> list[dict]:
+        cfg = load_config(
+            None,
+            [
+                f"model.path={tiny_model}",
+                f"training.reference={reference}",
+                "training.lora.r=4",
+                "training.lora.alpha=8",
+                "training.learning_rate=5e-3",
+                "training.max_steps=3",
+                "training.per_device_batch_size=4",
+                "training.logging_steps=1",
+                "training.max_length=64",
+                "training.lr_scheduler=constant",
+            ],
+        )
+        train_dpo(cfg, files, tmp_path / out, init)
+        return [h for h in json.loads((tmp_path / out / "log_history.json").read_text()) if "loss" in h]
+
+    first = train("iter0", None, "base")
+    assert first[0]["rewards/chosen"] == 0.0 and first[0]["learning_rate"] == first[-1]["learning_rate"]
+    as_previous = train("prev", str(tmp_path / "iter0"), "previous")
+    as_base = train("base", str(tmp_path / "iter0"), "base")
+    assert as_previous[0]["rewards/chosen"] == 0.0 and as_previous[0]["rewards/margins"] == 0.0
+    assert abs(as_base[0]["rewards/margins"]) > 1e-4
+    # both continued from the same adapter: the same policy at step 1, so the same chosen log-probs
+    assert as_base[0]["logps/chosen"] == pytest.approx(as_previous[0]["logps/chosen"], abs=1e-4)
+
+
+def test_reference_previous_needs_a_continued_adapter():
+    from selftrain.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="training.reference"):
+        load_config(None, ["training.init=base", "training.reference=previous"])

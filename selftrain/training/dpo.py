@@ -1,13 +1,14 @@
 """LoRA-DPO with TRL: the core of the train stage, usable in-process or under `accelerate launch`.
 
-The reference policy is never a second copy of the weights: with a fresh adapter (training.init=base, or
-iteration 0) TRL uses the base model with the adapter disabled; when continuing from adapter i-1
-(training.init=previous) TRL keeps a frozen copy of that adapter as the reference, so each iteration's DPO is
-anchored at the policy that produced its data.
+The reference policy is never a second copy of the weights. `training.reference: base` (the paper): the base
+model with the adapter disabled, also when the adapter continues from i-1 (`training.init: previous`, its
+weights loaded into TRL's fresh adapter). `training.reference: previous`: TRL keeps a frozen copy of adapter
+i-1 as the reference, so each iteration's DPO is anchored at the policy that produced its data.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -16,6 +17,7 @@ from typing import Any
 
 from selftrain.config import Config
 from selftrain.stages.common import maybe_kill
+from selftrain.store import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +78,14 @@ def train_dpo(cfg: Config, pair_files: list[str], out_dir: Path, init_adapter: s
         cfg.model.path, dtype=dtype, trust_remote_code=cfg.model.trust_remote_code
     )
     peft_config = None
-    if init_adapter and t.init == "previous":
+    continue_adapter = bool(init_adapter and t.init == "previous")
+    if continue_adapter and t.reference == "previous":
+        # TRL copies the loaded adapter into a frozen "ref" adapter: DPO is anchored at adapter i-1
         model = PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
     else:
+        # A fresh adapter through TRL: its reference is the base model with the adapter disabled. With
+        # reference=base and init=previous, adapter i-1's weights are loaded into it below (the paper: one
+        # adapter trained on through the run, always against the base).
         peft_config = LoraConfig(
             r=t.lora.r,
             lora_alpha=t.lora.alpha,
@@ -102,7 +109,7 @@ def train_dpo(cfg: Config, pair_files: list[str], out_dir: Path, init_adapter: s
         max_grad_norm=t.max_grad_norm,
         max_length=t.max_length,
         warmup_steps=t.warmup_ratio,  # transformers 5: a float < 1 is a ratio
-        lr_scheduler_type="linear",
+        lr_scheduler_type=t.lr_scheduler,
         save_strategy="steps",
         save_steps=t.save_steps,
         logging_steps=t.logging_steps,
@@ -125,6 +132,8 @@ def train_dpo(cfg: Config, pair_files: list[str], out_dir: Path, init_adapter: s
         peft_config=peft_config,
         callbacks=[_kill_callback()],
     )
+    if continue_adapter and t.reference == "base":
+        _load_adapter_weights(trainer.model, Path(init_adapter))
     resume = latest_checkpoint(ckpt_dir)
     if resume:
         log.info("resuming training from %s", resume)
@@ -136,10 +145,12 @@ def train_dpo(cfg: Config, pair_files: list[str], out_dir: Path, init_adapter: s
         # ZeRO-3 shards every parameter: rank 0's own tensors are empty placeholders, so save_pretrained
         # alone writes an empty adapter. Gathering is collective, so every rank takes part.
         state_dict = accelerator.get_state_dict(trainer.model_wrapped)
+    history = trainer.state.log_history
     if accelerator.is_main_process:
         trainer.model.save_pretrained(str(out_dir), state_dict=state_dict, selected_adapters=["default"])
         check_adapter(out_dir)
-    history = trainer.state.log_history
+        # the trainer's per-step metrics, kept with the adapter for plots and for checking what DPO did
+        atomic_write_text(out_dir / "log_history.json", json.dumps(history, indent=1))
     last = {k: v for entry in history for k, v in entry.items() if k in METRIC_KEYS}
     return {
         "steps": trainer.state.global_step,
@@ -152,6 +163,21 @@ def train_dpo(cfg: Config, pair_files: list[str], out_dir: Path, init_adapter: s
         "zero_stage": plugin.zero_stage if plugin is not None else None,
         **{k.replace("/", "_"): round(float(v), 6) for k, v in last.items()},
     }
+
+
+def _load_adapter_weights(model: Any, adapter_dir: Path) -> None:
+    """Adapter i-1's LoRA weights into the trainer's fresh "default" adapter (same shape: same config)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    result = set_peft_model_state_dict(model, load_file(str(adapter_dir / "adapter_model.safetensors")))
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if missing or result.unexpected_keys:
+        raise RuntimeError(
+            f"{adapter_dir}: adapter does not fit training.lora (missing {missing[:2]}, "
+            f"unexpected {list(result.unexpected_keys)[:2]})"
+        )
+    log.info("continuing adapter %s; DPO reference: the base model", adapter_dir)
 
 
 def save_identity_adapter(cfg: Config, out_dir: Path, init_adapter: str | None) -> None:
