@@ -89,6 +89,12 @@ class DataConfig(Section):
         description="Held-out evaluation sources.",
     )
     questions_per_iteration: int = Field(64, ge=1, description="Questions drawn for each iteration.")
+    mix: Literal["proportional", "uniform"] = Field(
+        "proportional",
+        description="How an iteration's questions are drawn from the training sources: proportional = one "
+        "seeded shuffle of all sources pooled (each source in proportion to its size); uniform = each question "
+        "from a source picked uniformly at random (the CORE-PO original picks a task uniformly per step).",
+    )
     shard_size: int = Field(16, ge=1, description="Questions per Parquet shard (the unit of resume).")
 
 

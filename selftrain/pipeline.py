@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 # The config keys each stage reads: its fingerprint covers exactly these (plus upstream outputs).
 STAGE_KEYS: dict[str, list[str]] = {
-    "questions": ["data.train", "data.questions_per_iteration", "data.shard_size", "run.seed"],
+    "questions": ["data.train", "data.questions_per_iteration", "data.mix", "data.shard_size", "run.seed"],
     "sample": ["model.path", "model.dtype", "prompt", "sampling", "engine.name", "run.seed"],
     "score": ["model.path", "model.dtype", "prompt", "judge", "engine.name", "run.seed"],
     "pairs": ["pairs"],
