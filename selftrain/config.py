@@ -62,7 +62,8 @@ class SourceConfig(Section):
     """One dataset source; `name` picks a loader from the dataset registry."""
 
     name: str = Field(
-        description="Registered source: synthetic_arithmetic, gsm8k, math, arc_challenge, gpqa, file."
+        description="Registered source: synthetic_arithmetic, gsm8k, math (full MATH), math500, arc_challenge, "
+        "gpqa, file."
     )
     split: str = Field("train", description="Dataset split.")
     path: str | None = Field(None, description="Local jsonl/parquet file instead of the hub.")

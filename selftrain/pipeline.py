@@ -26,7 +26,15 @@ log = logging.getLogger(__name__)
 
 # The config keys each stage reads: its fingerprint covers exactly these (plus upstream outputs).
 STAGE_KEYS: dict[str, list[str]] = {
-    "questions": ["data.train", "data.questions_per_iteration", "data.mix", "data.shard_size", "run.seed"],
+    # data.eval: the contamination guard drops training questions that are evaluation questions
+    "questions": [
+        "data.train",
+        "data.eval",
+        "data.questions_per_iteration",
+        "data.mix",
+        "data.shard_size",
+        "run.seed",
+    ],
     "sample": ["model.path", "model.dtype", "prompt", "sampling", "engine.name", "run.seed"],
     "score": ["model.path", "model.dtype", "prompt", "judge", "engine.name", "run.seed"],
     "pairs": ["pairs"],
@@ -68,6 +76,9 @@ def stage_config(cfg: Config, stage: str) -> dict[str, Any]:
     for key in STAGE_KEYS[stage]:
         sub = flatten(cfg.section(key), f"{key}.")
         flat.update({k: v for k, v in sub.items() if k not in IGNORED_KEYS})
+    if stage == "questions":
+        # the guard reads every row of an eval source whatever its limit, so a limit does not change the output
+        flat = {k: v for k, v in flat.items() if not (k.startswith("data.eval.") and k.endswith(".limit"))}
     if "engine.name" in flat:
         flat["engine.name"] = resolve_engine_name(flat["engine.name"])
     return flat

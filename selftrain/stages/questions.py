@@ -1,6 +1,8 @@
 """Stage 1, questions: this iteration's slice of the training questions (labels kept, never used for pairs).
 
-Which questions an iteration gets is a pure function of the config, run.seed and the iteration number, so a
+Every run applies the contamination guard first (selftrain/data/contamination.py): a training question whose
+normalised text equals an evaluation question of the run is dropped and counted in the manifest stats.
+Which questions an iteration gets is then a pure function of the config, run.seed and the iteration number, so a
 redone questions stage (a resume, a `rerun`) writes exactly the same questions.
 """
 
@@ -10,15 +12,27 @@ import random
 from collections import Counter
 
 from selftrain.config import Config
-from selftrain.data.sources import load_source
+from selftrain.data.contamination import drop_contaminated, eval_question_keys
+from selftrain.data.sources import DataError, load_source
 from selftrain.schemas import QUESTIONS
 from selftrain.stages.common import StageInputs, chunks, finish, write_sharded
 from selftrain.store import Manifest, StageWriter
 
 
-def select_questions(cfg: Config, iteration: int) -> list[dict]:
-    """The questions of `iteration`, drawn from the training sources as `data.mix` says."""
+def training_sources(cfg: Config) -> tuple[list[list[dict]], Counter]:
+    """Each training source's rows without the questions that are also evaluation questions of the run,
+    and how many the contamination guard dropped per source."""
     sources = [load_source(spec, cfg.run.seed) for spec in cfg.data.train]
+    sources, dropped = drop_contaminated(sources, eval_question_keys(cfg))
+    if not any(sources):
+        raise DataError("every training question is also an evaluation question (contamination guard)")
+    return sources, dropped
+
+
+def select_questions(cfg: Config, iteration: int, sources: list[list[dict]] | None = None) -> list[dict]:
+    """The questions of `iteration`, drawn from the (guarded) training sources as `data.mix` says."""
+    if sources is None:
+        sources, _ = training_sources(cfg)
     n = cfg.data.questions_per_iteration
     if cfg.data.mix == "uniform":
         return mix_uniform(sources, n, cfg.run.seed, iteration)
@@ -68,12 +82,16 @@ def mix_uniform(sources: list[list[dict]], n: int, seed: int, iteration: int) ->
 
 
 def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
-    chosen = select_questions(cfg, inputs.iteration)
+    sources, dropped = training_sources(cfg)
+    chosen = select_questions(cfg, inputs.iteration, sources)
     groups = list(chunks(chosen, cfg.data.shard_size))
     shards = write_sharded(writer, inputs, groups, lambda g, i: g, QUESTIONS, "questions")
     stats = {
         "questions": len(chosen),
         "mix": cfg.data.mix,
         "by_source": dict(Counter(q["source"] for q in chosen)),
+        # training questions equal to an evaluation question (normalised text), dropped from every source
+        "contamination_dropped": sum(dropped.values()),
+        "contamination_dropped_by_source": dict(dropped),
     }
     return finish(writer, inputs, shards, stats)
