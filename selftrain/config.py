@@ -170,6 +170,18 @@ class EvaluationConfig(Section):
     max_tokens: int = Field(512, ge=1, description="Greedy decoding budget per question.")
     batch_size: int = Field(32, ge=1, description="Prompts per generate call (hf engine).")
     baseline: bool = Field(True, description="In iteration 0, also evaluate the base model (model='base').")
+    best_of: int = Field(
+        0,
+        ge=0,
+        description="Best-of-K: also sample K completions per question, score them with the run's judge, grade "
+        "the highest-scored one and report its accuracy beside greedy (0 or 1 = off; the CORE-PO paper: 8).",
+    )
+    best_of_temperature: float = Field(
+        0.7, ge=0, description="Sampling temperature of the best-of-K candidates."
+    )
+    best_of_top_p: float = Field(
+        0.9, gt=0, le=1, description="Nucleus threshold of the best-of-K candidates."
+    )
 
 
 class EngineConfig(Section):

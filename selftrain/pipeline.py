@@ -39,7 +39,17 @@ STAGE_KEYS: dict[str, list[str]] = {
     "score": ["model.path", "model.dtype", "prompt", "judge", "engine.name", "run.seed"],
     "pairs": ["pairs"],
     "train": ["model.path", "model.dtype", "training", "run.seed"],
-    "evaluate": ["model.path", "model.dtype", "prompt", "evaluation", "data.eval", "engine.name"],
+    # judge and run.seed: best-of-K candidates are sampled with per-shard seeds and picked by the run's judge
+    "evaluate": [
+        "model.path",
+        "model.dtype",
+        "prompt",
+        "evaluation",
+        "data.eval",
+        "engine.name",
+        "judge",
+        "run.seed",
+    ],
 }
 # keys that do not change a stage's output (logging, launch plumbing)
 IGNORED_KEYS = {
