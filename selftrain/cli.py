@@ -62,9 +62,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _print_accuracy(rows: list) -> None:
     if not rows:
         return
-    _out(f"{'iteration':>9}  {'model':<6}  {'source':<22} {'accuracy':>8}  {'n':>5}")
-    for it, model, src, accuracy, n in rows:
-        _out(f"{it:>9}  {model:<6}  {src:<22} {accuracy:>8.3f}  {n:>5}")
+    # best-of-K accuracy (evaluation.best_of) in a column beside greedy, only when a run has it
+    k = next((r[5] for r in rows if r[5]), None)
+    best = f"  {f'best-of-{k}':>9}" if k else ""
+    _out(f"{'iteration':>9}  {'model':<6}  {'source':<22} {'accuracy':>8}{best}  {'n':>5}")
+    for it, model, src, accuracy, n, _, best_acc in rows:
+        best = f"  {'-' if best_acc is None else f'{best_acc:.3f}':>9}" if k else ""
+        _out(f"{it:>9}  {model:<6}  {src:<22} {accuracy:>8.3f}{best}  {n:>5}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

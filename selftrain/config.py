@@ -62,7 +62,8 @@ class SourceConfig(Section):
     """One dataset source; `name` picks a loader from the dataset registry."""
 
     name: str = Field(
-        description="Registered source: synthetic_arithmetic, gsm8k, math, arc_challenge, gpqa, file."
+        description="Registered source: synthetic_arithmetic, gsm8k, math (full MATH), math500, arc_challenge, "
+        "gpqa, file."
     )
     split: str = Field("train", description="Dataset split.")
     path: str | None = Field(None, description="Local jsonl/parquet file instead of the hub.")
@@ -89,6 +90,12 @@ class DataConfig(Section):
         description="Held-out evaluation sources.",
     )
     questions_per_iteration: int = Field(64, ge=1, description="Questions drawn for each iteration.")
+    mix: Literal["proportional", "uniform"] = Field(
+        "proportional",
+        description="How an iteration's questions are drawn from the training sources: proportional = one "
+        "seeded shuffle of all sources pooled (each source in proportion to its size); uniform = each question "
+        "from a source picked uniformly at random (the CORE-PO original picks a task uniformly per step).",
+    )
     shard_size: int = Field(16, ge=1, description="Questions per Parquet shard (the unit of resume).")
 
 
@@ -182,6 +189,18 @@ class EvaluationConfig(Section):
     max_tokens: int = Field(512, ge=1, description="Greedy decoding budget per question.")
     batch_size: int = Field(32, ge=1, description="Prompts per generate call (hf engine).")
     baseline: bool = Field(True, description="In iteration 0, also evaluate the base model (model='base').")
+    best_of: int = Field(
+        0,
+        ge=0,
+        description="Best-of-K: also sample K completions per question, score them with the run's judge, grade "
+        "the highest-scored one and report its accuracy beside greedy (0 or 1 = off; the CORE-PO paper: 8).",
+    )
+    best_of_temperature: float = Field(
+        0.7, ge=0, description="Sampling temperature of the best-of-K candidates."
+    )
+    best_of_top_p: float = Field(
+        0.9, gt=0, le=1, description="Nucleus threshold of the best-of-K candidates."
+    )
 
 
 class EngineConfig(Section):

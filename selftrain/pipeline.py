@@ -26,12 +26,30 @@ log = logging.getLogger(__name__)
 
 # The config keys each stage reads: its fingerprint covers exactly these (plus upstream outputs).
 STAGE_KEYS: dict[str, list[str]] = {
-    "questions": ["data.train", "data.questions_per_iteration", "data.shard_size", "run.seed"],
+    # data.eval: the contamination guard drops training questions that are evaluation questions
+    "questions": [
+        "data.train",
+        "data.eval",
+        "data.questions_per_iteration",
+        "data.mix",
+        "data.shard_size",
+        "run.seed",
+    ],
     "sample": ["model.path", "model.dtype", "prompt", "sampling", "engine.name", "run.seed"],
     "score": ["model.path", "model.dtype", "prompt", "judge", "engine.name", "run.seed"],
     "pairs": ["pairs"],
     "train": ["model.path", "model.dtype", "training", "run.seed"],
-    "evaluate": ["model.path", "model.dtype", "prompt", "evaluation", "data.eval", "engine.name"],
+    # judge and run.seed: best-of-K candidates are sampled with per-shard seeds and picked by the run's judge
+    "evaluate": [
+        "model.path",
+        "model.dtype",
+        "prompt",
+        "evaluation",
+        "data.eval",
+        "engine.name",
+        "judge",
+        "run.seed",
+    ],
 }
 # keys that do not change a stage's output (logging, launch plumbing)
 IGNORED_KEYS = {
@@ -68,6 +86,9 @@ def stage_config(cfg: Config, stage: str) -> dict[str, Any]:
     for key in STAGE_KEYS[stage]:
         sub = flatten(cfg.section(key), f"{key}.")
         flat.update({k: v for k, v in sub.items() if k not in IGNORED_KEYS})
+    if stage == "questions":
+        # the guard reads every row of an eval source whatever its limit, so a limit does not change the output
+        flat = {k: v for k, v in flat.items() if not (k.startswith("data.eval.") and k.endswith(".limit"))}
     if "engine.name" in flat:
         flat["engine.name"] = resolve_engine_name(flat["engine.name"])
     return flat

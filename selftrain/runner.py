@@ -78,8 +78,9 @@ def rerun(
     return stale
 
 
-def accuracy_table(store: RunStore) -> list[tuple[int, str, str, float, int]]:
-    """(iteration, model, source, accuracy, n) from each completed evaluate stage."""
+def accuracy_table(store: RunStore) -> list[tuple[int, str, str, float, int, int | None, float | None]]:
+    """(iteration, model, source, greedy accuracy, n, best-of K, best-of-K accuracy) from each completed
+    evaluate stage; the last two are None where best-of-K evaluation was off."""
     rows = []
     for it in store.iterations_on_disk():
         m = store.manifest(it, "evaluate")
@@ -87,5 +88,6 @@ def accuracy_table(store: RunStore) -> list[tuple[int, str, str, float, int]]:
             continue
         for model, by_src in m.stats.get("metrics", {}).items():
             for src, cell in by_src.items():
-                rows.append((it, model, src, cell["accuracy"], cell["n"]))
+                best = (cell.get("best_of_k"), cell.get("best_of_accuracy"))
+                rows.append((it, model, src, cell["accuracy"], cell["n"], *best))
     return rows

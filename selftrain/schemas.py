@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+# 2: eval rows gained decoding / sample_index / finish_reason / judge_score / selected (best-of-K evaluation)
+SCHEMA_VERSION = 2
 
 QUESTIONS = pa.schema(
     [
@@ -55,15 +56,23 @@ PAIRS = pa.schema(
     ]
 )
 
+# One row per greedy completion and, with evaluation.best_of K > 1, one row per best-of candidate (K per
+# question and model). Accuracy counts the `selected` rows: every greedy row, and the judge's pick among each
+# question's candidates.
 EVAL = pa.schema(
     [
         ("model", pa.string()),  # "policy" (this iteration's adapter) or "base"
+        ("decoding", pa.string()),  # "greedy" or "best_of"
         ("source", pa.string()),
         ("question_id", pa.string()),
+        ("sample_index", pa.int32()),  # 0 for greedy; the candidate's index (0..K-1) for best_of
         ("completion", pa.string()),
+        ("finish_reason", pa.string()),  # "stop" or "length" (truncated)
         ("answer", pa.string()),
         ("reference", pa.string()),
         ("correct", pa.bool_()),
+        ("judge_score", pa.float64()),  # the run's judge's score of a best_of candidate; null for greedy
+        ("selected", pa.bool_()),  # counted in the accuracy: greedy rows, and the highest-scored candidate
     ]
 )
 

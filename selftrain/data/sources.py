@@ -110,9 +110,18 @@ def load_gsm8k(spec: SourceConfig, seed: int) -> list[Row]:
 
 @SOURCES.register("math")
 def load_math(spec: SourceConfig, seed: int) -> list[Row]:
-    # training questions come from MATH-lighteval, the test set is MATH-500
-    repo = "HuggingFaceH4/MATH-500" if spec.split == "test" else "DigitalLearningGmbH/MATH-lighteval"
-    rows, origin = _rows(spec, repo, None if spec.split == "test" else "default")
+    # The full MATH (7500 train, 5000 test) for every split, so `level: 5` on the test split gives the test
+    # set's level-5 problems (what the CORE-PO paper reports), not MATH-500's 134.
+    return _math(spec, *_rows(spec, "DigitalLearningGmbH/MATH-lighteval", "default"))
+
+
+@SOURCES.register("math500")
+def load_math500(spec: SourceConfig, seed: int) -> list[Row]:
+    # MATH-500 (a 500-problem subset of the MATH test set) has one split, "test"
+    return _math(spec, *_rows(spec.model_copy(update={"split": "test"}), "HuggingFaceH4/MATH-500", None))
+
+
+def _math(spec: SourceConfig, rows: list[Row], origin: str) -> list[Row]:
     _require(rows, origin, "problem")
     out = []
     for i, r in enumerate(rows):

@@ -1,4 +1,7 @@
-"""Stage 6, evaluate: greedy accuracy of this iteration's policy on held-out questions, per source.
+"""Stage 6, evaluate: greedy accuracy of this iteration's policy on held-out questions, per source, and with
+`evaluation.best_of` K > 1 also best-of-K accuracy: K sampled candidates per question, scored by the run's
+judge (the same registry call the score stage makes), the highest-scored one graded (the CORE-PO paper's
+"P(True) best-of-8").
 
 In iteration 0 the base model is evaluated too (`evaluation.baseline`), so every run shows its starting point.
 """
@@ -10,25 +13,83 @@ from collections import defaultdict
 
 from selftrain.config import Config
 from selftrain.data.sources import load_source
-from selftrain.engines.base import SamplingSpec
+from selftrain.engines.base import Completion, Engine, SamplingSpec
 from selftrain.grading import grade
+from selftrain.judges import JUDGES
+from selftrain.prompts import PromptBuilder
 from selftrain.schemas import EVAL
-from selftrain.stages.common import StageInputs, chunks, finish, read_shards, write_sharded
-from selftrain.stages.sample import LazyEngine
+from selftrain.stages.common import StageInputs, chunks, finish, read_shards, shard_seed, write_sharded
+from selftrain.stages.sample import LazyEngine, sample_rows
 from selftrain.store import Manifest, ShardInfo, StageWriter, atomic_write_text, sha256_file
 
 
 def metrics_by_source(rows: list[dict]) -> dict[str, dict[str, dict]]:
-    """{model: {source: {n, correct, accuracy}}}"""
-    acc: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    """{model: {source: {n, correct, accuracy}}}, plus best_of_k, best_of_correct and best_of_accuracy where
+    the rows hold best-of candidates. Only `selected` rows count."""
+    acc: dict[str, dict[str, dict[str, list[int]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    )
+    k: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for r in rows:
-        cell = acc[r["model"]][r["source"]]
+        if r["decoding"] == "best_of":
+            k[r["model"]][r["source"]] = max(k[r["model"]][r["source"]], r["sample_index"] + 1)
+        if not r["selected"]:
+            continue
+        cell = acc[r["model"]][r["source"]][r["decoding"]]
         cell[0] += 1
         cell[1] += bool(r["correct"])
+    out: dict[str, dict[str, dict]] = {}
+    for model, by_src in acc.items():
+        for src, by_dec in by_src.items():
+            n, c = by_dec["greedy"]
+            cell = {"n": n, "correct": c, "accuracy": round(c / n, 6) if n else None}
+            if "best_of" in by_dec:
+                bn, bc = by_dec["best_of"]
+                cell.update(best_of_k=k[model][src], best_of_correct=bc, best_of_accuracy=round(bc / bn, 6))
+            out.setdefault(model, {})[src] = cell
+    return out
+
+
+def _row(q: dict, decoding: str, index: int, comp: Completion, score: float | None, selected: bool) -> dict:
+    answer, ok = grade(q["task"], comp.text, q["reference"], q["choices"])
     return {
-        model: {src: {"n": n, "correct": c, "accuracy": round(c / n, 6)} for src, (n, c) in by_src.items()}
-        for model, by_src in acc.items()
+        "model": q["model"],
+        "decoding": decoding,
+        "source": q["source"],
+        "question_id": q["question_id"],
+        "sample_index": index,
+        "completion": comp.text,
+        "finish_reason": comp.finish_reason,
+        "answer": answer,
+        "reference": q["reference"],
+        "correct": ok,
+        "judge_score": score,
+        "selected": selected,
     }
+
+
+def best_of_rows(
+    cfg: Config, group: list[dict], prompts: list[str], engine: Engine, builder: PromptBuilder, seed: int
+) -> list[dict]:
+    """K candidates per question, scored by the run's judge; each is a row, the highest-scored `selected`
+    (ties go to the lowest sample index, as in the pairs stage)."""
+    ev = cfg.evaluation
+    spec = SamplingSpec(ev.best_of, ev.best_of_temperature, ev.best_of_top_p, ev.max_tokens, seed)
+    outs = engine.generate(prompts, spec)
+    # The judge sees the candidates exactly as the score stage sees samples. Ids local to the group: two eval
+    # sources of the same name and split share question ids, and the judge groups samples by id.
+    local = [{**q, "question_id": str(j)} for j, q in enumerate(group)]
+    samples: dict[str, list[dict]] = defaultdict(list)
+    for s in sample_rows(local, prompts, outs):
+        samples[s["question_id"]].append(s)
+    scored = JUDGES.get(cfg.judge.name)(cfg.judge, local, samples, engine, builder, seed)
+    score = {(r["question_id"], r["sample_index"]): r["score"] for r in scored}
+    rows = []
+    for j, (q, comps) in enumerate(zip(group, outs, strict=True)):
+        scores = [score[(str(j), i)] for i in range(len(comps))]
+        best = max(range(len(comps)), key=lambda i: (scores[i], -i))
+        rows += [_row(q, "best_of", i, c, scores[i], i == best) for i, c in enumerate(comps)]
+    return rows
 
 
 def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
@@ -56,20 +117,11 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
                 e.close()
         prompts = [lazy.builder.question(q["question"], q["choices"]) for q in group]
         outs = lazy.engine.generate(prompts, greedy)
-        rows = []
-        for q, comps in zip(group, outs, strict=True):
-            answer, ok = grade(q["task"], comps[0].text, q["reference"], q["choices"])
-            rows.append(
-                {
-                    "model": q["model"],
-                    "source": q["source"],
-                    "question_id": q["question_id"],
-                    "completion": comps[0].text,
-                    "answer": answer,
-                    "reference": q["reference"],
-                    "correct": ok,
-                }
-            )
+        rows = [_row(q, "greedy", 0, comps[0], None, True) for q, comps in zip(group, outs, strict=True)]
+        if cfg.evaluation.best_of > 1:
+            # a per-shard seed: a redone shard samples and judges exactly the candidates the lost one did
+            seed = shard_seed(cfg.run.seed, inputs.iteration, index)
+            rows += best_of_rows(cfg, group, prompts, lazy.engine, lazy.builder, seed)
         return rows
 
     try:
