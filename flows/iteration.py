@@ -6,7 +6,7 @@ from prefect import flow
 
 from flows import route_selftrain_logs
 from selftrain.store import RunStore
-from tasks import evaluate, pairs, questions, sample, score, train
+from tasks import evaluate, pairs, questions, report, sample, score, train
 
 # DAG order; each task blocks until its stage is complete, so the chain is the dependency graph.
 STAGE_TASKS = [questions.questions, sample.sample, score.score, pairs.pairs, train.train, evaluate.evaluate]
@@ -17,4 +17,8 @@ def iteration(run: str, iteration: int, rebuild_stale: bool = False) -> dict:
     """One iteration of the run folder `run`: skips complete stages, resumes partial ones, stops on stale."""
     route_selftrain_logs()
     with RunStore(run).lock():
-        return {t.name: t(run, iteration, rebuild_stale) for t in STAGE_TASKS}
+        results = {t.name: t(run, iteration, rebuild_stale) for t in STAGE_TASKS}
+    # what a person reads: this iteration's summary, then the run report so far (the flow's last artifact)
+    report.summarize_iteration(run, iteration)
+    report.report(run)
+    return results

@@ -56,7 +56,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = run(cfg, rebuild_stale=args.rebuild_stale, iteration_fn=_orchestrate(args, cfg.store.root))
     _out(f"run folder: {store.run_dir}")
     _print_accuracy(accuracy_table(store))
+    _out(f"report: {_write_report(store.run_dir)}")
     return 0
+
+
+def _write_report(run_dir: Path) -> Path:
+    from selftrain.report import build_report
+
+    return build_report(run_dir).html.resolve()
 
 
 def _print_accuracy(rows: list) -> None:
@@ -139,6 +146,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from selftrain.report import build_report
+
+    report = build_report(args.run, args.output)
+    if report.missing:
+        _out(f"not in the store (yet): {len(report.missing)}; listed at the top of the report")
+    _out(f"report: {report.html.resolve()}  (open it in a browser: file://{report.html.resolve()})")
+    return 0
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from selftrain.show import describe
 
@@ -199,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--output", required=True, help="new folder to write")
     ex.add_argument("--merge", action="store_true", help="merge into the base model (in a separate process)")
     ex.set_defaults(fn=cmd_export)
+
+    rp = sub.add_parser("report", help="HTML report with plots of a run (finished or not)")
+    rp.add_argument("run", help="run folder, e.g. artifacts/runs/tiny-cpu")
+    rp.add_argument("--output", help="folder for report.html and the PNGs (default RUN/report)")
+    rp.set_defaults(fn=cmd_report)
 
     g = sub.add_parser("grade", help="grade a jsonl/parquet file of generations")
     g.add_argument("task", help="gsm8k, math, arithmetic, numeric, choice, arc_challenge, gpqa")

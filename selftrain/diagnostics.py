@@ -28,9 +28,9 @@ def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
     return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
 
 
-def judge_diagnostics(questions: list[dict], scored: list[dict]) -> dict:
-    """{'graded': n, 'sample_accuracy': a, 'judge_auroc': x} over the samples whose question has a reference;
-    {} when none has."""
+def sample_labels(questions: list[dict], scored: list[dict]) -> list[tuple[dict, bool]]:
+    """(row, is the row's answer right) for each scored row whose question has a reference and whose score is
+    not null, graded with the question's task. The run report grades samples the same way."""
     from selftrain.grading.grade import TASKS, is_equivalent, reference_answer
 
     refs = {}
@@ -38,15 +38,22 @@ def judge_diagnostics(questions: list[dict], scored: list[dict]) -> dict:
         if q.get("reference") is not None and q.get("task"):
             family = TASKS.get(q["task"]).family
             refs[q["question_id"]] = (q["task"], reference_answer(family, q["reference"], q.get("choices")))
-    labels, values = [], []
+    out = []
     for row in scored:
         if row["question_id"] in refs and row["score"] is not None:
             task, ref = refs[row["question_id"]]
-            labels.append(is_equivalent(task, row["answer"], ref))
-            values.append(row["score"])
-    if not labels:
+            out.append((row, is_equivalent(task, row["answer"], ref)))
+    return out
+
+
+def judge_diagnostics(questions: list[dict], scored: list[dict]) -> dict:
+    """{'graded': n, 'sample_accuracy': a, 'judge_auroc': x} over the samples whose question has a reference;
+    {} when none has."""
+    graded = sample_labels(questions, scored)
+    if not graded:
         return {}
-    value = auroc(values, labels)
+    labels = [ok for _, ok in graded]
+    value = auroc([row["score"] for row, _ in graded], labels)
     return {
         "graded": len(labels),
         "sample_accuracy": round(sum(labels) / len(labels), 6),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from selftrain.config import BootstrapConfig
 from selftrain.data import synthetic
+from selftrain.progress import track
 from selftrain.prompts import PromptBuilder
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def build_tiny_model(out_dir: Path, cfg: BootstrapConfig) -> None:
     rng = random.Random(cfg.seed)
     start = time.time()
     model.train()
-    for step in range(cfg.steps):
+    for step in track(range(cfg.steps), "bootstrap tiny model", unit="step"):
         # Whole batches of one kind: judge prompts are ~5x longer, and mixing them pads every solve example.
         make = _judge_example if rng.random() < cfg.judge_fraction else _solve_example
         batch = [make(builder, rng) for _ in range(cfg.batch_size)]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 from prefect.artifacts import create_markdown_artifact
 
 from selftrain.config import load_config
 from selftrain.pipeline import execute_stage
+from selftrain.report.summary import stage_markdown
 from selftrain.store import RunStore
 
 
@@ -19,10 +19,7 @@ def run_stage_task(run: str, iteration: int, stage: str, rebuild_stale: bool) ->
     key = re.sub(r"[^a-z0-9-]", "-", f"{store.run_dir.name}-iter-{iteration:03d}-{stage}".lower())
     create_markdown_artifact(
         key=key,
-        markdown=(
-            f"### iter-{iteration:03d}/{stage}\n\nrows: {manifest.rows}, fingerprint `{manifest.fingerprint}`\n\n"
-            f"```json\n{json.dumps(manifest.stats, indent=2)}\n```"
-        ),
+        markdown=stage_markdown(manifest, store.run_dir.name),
         description=f"{stage} output of {store.run_dir}",
     )
     return {"stage": stage, "iteration": iteration, "rows": manifest.rows, "stats": manifest.stats}

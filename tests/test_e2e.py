@@ -259,7 +259,8 @@ def test_one_iteration_under_prefect(tmp_path, tiny_model, restored_environ):
     assert any("accelerate.commands.launch" in m for m in task_logs), task_logs[:20]  # the launch command
     saved = [m for m in task_logs if "adapter saved" in m]  # written by the launched rank-0 process
     assert len(saved) == 1, saved  # relayed once, not once per handler
-    assert '"rewards_accuracies"' in artifact and '"processes": 1' in artifact
+    # the stage artifact is a table a person reads, not a JSON dump
+    assert "| rewards_accuracies |" in artifact and "| processes | 1 |" in artifact
 
 
 async def _train_task_logs_and_artifact() -> tuple[list[str], str]:

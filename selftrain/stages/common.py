@@ -91,7 +91,7 @@ def write_sharded(
     shards i with i % n == k are handled: n data-parallel workers write disjoint shards of one stage folder,
     and the parent writes the single manifest afterwards.
     """
-    from tqdm.auto import tqdm
+    from selftrain.progress import Progress
 
     mine = [i for i in range(len(groups)) if worker is None or i % worker[1] == worker[0]]
     shards: dict[int, ShardInfo] = {}
@@ -105,10 +105,11 @@ def write_sharded(
     if produce is None:
         assert make_rows is not None
         produce = lambda todo: ((i, make_rows(groups[i], i)) for i in todo)  # noqa: E731
-    with tqdm(total=len(missing), desc=desc, unit="shard", disable=None) as bar:
+    # counted in questions, not shards: a handful of shards makes a coarse bar and a useless rate
+    with Progress(sum(len(groups[i]) for i in missing), desc, unit="question") as bar:
         for index, rows in produce(missing):
             shards[index] = write_shard(writer.dir, index, rows, schema)
-            bar.update(1)
+            bar.update(len(groups[index]))
             maybe_kill(inputs.stage, "shard", index)
     return [shards[i] for i in mine]
 

@@ -1,0 +1,297 @@
+"""The report's figures (matplotlib, Agg backend: no display, works offline). Each function returns a
+Figure, or None when the run holds nothing to draw for it yet."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: a head-less machine has no display for the default backend
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from selftrain.report.gather import RunData  # noqa: E402
+from selftrain.store import STAGES  # noqa: E402
+
+TRAIN_METRICS = [
+    ("loss", "DPO loss"),
+    ("rewards/margins", "reward margin"),
+    ("rewards/accuracies", "reward accuracy"),
+]
+STAGE_COLORS = dict(zip(STAGES, plt.get_cmap("tab10").colors, strict=False))
+RIGHT, WRONG = "#2a9d8f", "#e76f51"
+
+
+def _iter_color(i: int, n: int) -> tuple:
+    return plt.get_cmap("viridis")(0.15 + 0.7 * (i / max(1, n - 1)))
+
+
+def _style(ax) -> None:  # noqa: ANN001
+    ax.grid(alpha=0.3)
+    ax.spines[["top", "right"]].set_visible(False)
+
+
+def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson interval of an accuracy: an error bar that stays inside [0, 1] at small n."""
+    if n == 0:
+        return 0.0, 0.0
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def accuracy(run: RunData) -> Figure | None:
+    """Per evaluation source: policy accuracy per iteration with 95 % intervals, best-of-K beside greedy, the
+    base model as horizontal reference lines."""
+    by_source: dict[str, dict[str, list]] = {}
+    for it in run.iterations:
+        for model, cells in it.metrics().items():
+            for src, cell in cells.items():
+                by_source.setdefault(src, {}).setdefault(model, []).append((it.iteration, cell))
+    if not by_source:
+        return None
+    fig, axes = plt.subplots(1, len(by_source), figsize=(5.2 * len(by_source), 3.6), squeeze=False)
+    for ax, (src, models) in zip(axes[0], sorted(by_source.items()), strict=True):
+        for _, cell in models.get("base", [])[:1]:
+            ax.axhline(
+                cell["accuracy"], color="grey", ls="--", lw=1.2, label=f"base greedy {cell['accuracy']:.3f}"
+            )
+            if cell.get("best_of_accuracy") is not None:
+                ax.axhline(
+                    cell["best_of_accuracy"],
+                    color="grey",
+                    ls=":",
+                    lw=1.2,
+                    label=f"base best-of-{cell['best_of_k']} {cell['best_of_accuracy']:.3f}",
+                )
+        policy = models.get("policy", [])
+        for key, correct_key, label, color, marker in (
+            ("accuracy", "correct", "policy greedy", "#264653", "o"),
+            ("best_of_accuracy", "best_of_correct", "policy best-of-K", "#e9c46a", "s"),
+        ):
+            points = [(i, c) for i, c in policy if c.get(key) is not None]
+            if not points:
+                continue
+            xs = [i for i, _ in points]
+            ys = [c[key] for _, c in points]
+            lo_hi = [wilson(c[correct_key], c["n"]) for _, c in points]
+            err = [
+                [y - lo for y, (lo, _) in zip(ys, lo_hi, strict=True)],
+                [hi - y for y, (_, hi) in zip(ys, lo_hi, strict=True)],
+            ]
+            if key == "best_of_accuracy":
+                label = f"policy best-of-{points[0][1].get('best_of_k')}"
+            ax.errorbar(xs, ys, yerr=err, color=color, marker=marker, capsize=3, label=label)
+        n = policy[-1][1]["n"] if policy else models.get("base", [(0, {"n": 0})])[0][1]["n"]
+        ax.set_title(f"{src} (n={n})")
+        ax.set_xlabel("iteration (policy after training)")
+        ax.set_ylabel("accuracy")
+        ax.set_xticks([i.iteration for i in run.iterations])
+        ax.set_ylim(-0.02, 1.02)
+        _style(ax)
+        ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def judge(run: RunData) -> Figure | None:
+    """Left: reliability diagram (mean score vs share right, per score bin) per iteration. Right: AUROC
+    pooled and within question, and ECE, over iterations."""
+    its = [it for it in run.iterations if it.judge is not None]
+    if not its:
+        return None
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="perfect calibration")
+    for k, it in enumerate(its):
+        q = it.judge.quality
+        pts = [(b.mean_score, b.accuracy, b.n) for b in q.bins if b.n]
+        color = _iter_color(k, len(its))
+        ece = "n/a" if q.ece is None else f"{q.ece:.3f}"
+        ax.plot(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            color=color,
+            marker="o",
+            label=f"iter {it.iteration} (ECE {ece})",
+        )
+        for x, y, n in pts:
+            ax.annotate(str(n), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
+    ax.set_xlabel("judge score (bin mean)")
+    ax.set_ylabel("share of samples right")
+    ax.set_title("reliability (numbers: samples per bin)")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    _style(ax)
+    ax.legend(fontsize=8)
+    xs = [it.iteration for it in its]
+    for attr, label, style in (
+        ("auroc", "AUROC pooled", "-o"),
+        ("within_auroc", "AUROC within question", "-s"),
+        ("ece", "ECE", "--^"),
+    ):
+        ys = [getattr(it.judge.quality, attr) for it in its]
+        ax2.plot(xs, [math.nan if y is None else y for y in ys], style, label=label)
+    ax2.axhline(0.5, color="grey", ls=":", lw=1, label="chance AUROC")
+    ax2.set_xticks(xs)
+    ax2.set_ylim(-0.02, 1.02)
+    ax2.set_xlabel("iteration (judge = the policy that sampled)")
+    ax2.set_title("judge quality per iteration")
+    _style(ax2)
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def score_histograms(run: RunData) -> Figure | None:
+    its = [it for it in run.iterations if it.judge is not None]
+    if not its:
+        return None
+    cols = min(len(its), 4)
+    rows = math.ceil(len(its) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    bins = [i / 20 for i in range(21)]
+    for ax, it in zip(axes.flat, its, strict=False):
+        j = it.judge
+        right = [s for s, y in zip(j.scores, j.labels, strict=True) if y]
+        wrong = [s for s, y in zip(j.scores, j.labels, strict=True) if not y]
+        ax.hist(
+            [min(max(s, 0), 1) for s in wrong],
+            bins=bins,
+            alpha=0.6,
+            color=WRONG,
+            label=f"wrong ({len(wrong)})",
+        )
+        ax.hist(
+            [min(max(s, 0), 1) for s in right],
+            bins=bins,
+            alpha=0.6,
+            color=RIGHT,
+            label=f"right ({len(right)})",
+        )
+        ax.set_title(f"iter {it.iteration}: judge scores")
+        ax.set_xlabel("score")
+        ax.set_ylabel("samples")
+        _style(ax)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(its) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def pairs(run: RunData) -> Figure | None:
+    its = [it for it in run.iterations if it.pairs]
+    if not its:
+        return None
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for k, it in enumerate(its):
+        gaps = [p["chosen_score"] - p["rejected_score"] for p in it.pairs]
+        ax.hist(
+            gaps,
+            bins=20,
+            histtype="step",
+            lw=1.8,
+            color=_iter_color(k, len(its)),
+            label=f"iter {it.iteration} ({len(gaps)} pairs)",
+        )
+    ax.set_xlabel("chosen score - rejected score")
+    ax.set_ylabel("pairs")
+    ax.set_title("score gap")
+    _style(ax)
+    ax.legend(fontsize=8)
+    data, positions, colors = [], [], []
+    for k, it in enumerate(its):
+        data += [[len(p["chosen"]) for p in it.pairs], [len(p["rejected"]) for p in it.pairs]]
+        positions += [3 * k, 3 * k + 1]
+        colors += [RIGHT, WRONG]
+    box = ax2.boxplot(data, positions=positions, widths=0.8, patch_artist=True, showfliers=False)
+    for patch, color in zip(box["boxes"], colors, strict=True):
+        patch.set_facecolor(color)
+        patch.set_alpha(0.6)
+    ax2.set_xticks([3 * k + 0.5 for k in range(len(its))], [f"iter {it.iteration}" for it in its])
+    ax2.set_ylabel("characters")
+    ax2.set_title("length: chosen (green) vs rejected (red)")
+    _style(ax2)
+    fig.tight_layout()
+    return fig
+
+
+def training(run: RunData) -> Figure | None:
+    its = [it for it in run.iterations if it.log_history]
+    if not its:
+        return None
+    fig, axes = plt.subplots(1, len(TRAIN_METRICS), figsize=(5 * len(TRAIN_METRICS), 3.5))
+    for ax, (key, title) in zip(axes, TRAIN_METRICS, strict=True):
+        for k, it in enumerate(its):
+            pts = [(h["step"], h[key]) for h in it.log_history if key in h and "step" in h]
+            if pts:
+                ax.plot(
+                    *zip(*pts, strict=True),
+                    marker=".",
+                    color=_iter_color(k, len(its)),
+                    label=f"iter {it.iteration}",
+                )
+        ax.set_title(title)
+        ax.set_xlabel("optimizer step")
+        _style(ax)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def stage_times(run: RunData) -> Figure | None:
+    its = [it for it in run.iterations if any(st.wall_s is not None for st in it.stages.values())]
+    if not its:
+        return None
+    fig, ax = plt.subplots(figsize=(10, 0.55 * len(its) + 1.6))
+    for it in its:
+        left = 0.0
+        for stage in STAGES:
+            w = it.stages[stage].wall_s
+            if w is None:
+                continue
+            ax.barh(
+                it.iteration, w, left=left, color=STAGE_COLORS[stage], label=stage if it is its[0] else None
+            )
+            left += w
+    ax.set_yticks([it.iteration for it in its], [f"iter {it.iteration}" for it in its])
+    ax.invert_yaxis()
+    ax.set_xlabel("wall time (s)")
+    ax.set_title("time per stage")
+    _style(ax)
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(
+        handles,
+        labels,
+        fontsize=8,
+        ncol=len(STAGES),
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.35 if len(its) < 3 else -0.2),
+    )
+    fig.tight_layout()
+    return fig
+
+
+FIGURES = {
+    "accuracy": accuracy,
+    "judge": judge,
+    "judge_scores": score_histograms,
+    "pairs": pairs,
+    "training": training,
+    "time": stage_times,
+}
+
+
+def render_png(fig: Figure, path: Path) -> bytes:
+    """Write the figure as PNG to `path` and return the bytes (the HTML embeds the same image)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    data = buf.getvalue()
+    path.write_bytes(data)
+    return data
