@@ -220,7 +220,7 @@ def test_report_of_a_half_finished_store(tmp_path):
     )
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in report.figures)
     # what is missing is named, at the top of the page and in the result
-    for text in ("iter-001/scores partial", "iter-001/policy missing", "iter-002/questions missing"):
+    for text in ("iter-001/scores partial", "iter-001/policy missing", "iter-002 not started"):
         assert text in report.missing and text in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # example questions are escaped
     for number in ("0.45", "0.55", "best-of-4"):  # accuracy table: greedy and best-of-K

@@ -49,9 +49,12 @@ TEXT = {
 
 def _missing(run: RunData) -> list[str]:
     out = []
-    for st in run.missing():
-        detail = f": {st.error}" if st.error else ""
-        out.append(f"{st.where} {st.status}{detail}")
+    for it in run.iterations:
+        states = [st for st in it.stages.values() if st.status != "done"]
+        if len(states) == len(it.stages) and all(st.status == "missing" for st in states):
+            out.append(f"iter-{it.iteration:03d} not started")  # one line, not one per stage
+            continue
+        out += [f"{st.where} {st.status}{f': {st.error}' if st.error else ''}" for st in states]
     return out + run.problems
 
 
@@ -109,7 +112,14 @@ def build_report(run_dir: str | Path, output: str | Path | None = None) -> Repor
             "Training",
             note("training") + html.image(pngs["training"], "training") + html.table(each(tables.train_row)),
         ),
-        ("time", "Time", note("time") + html.image(pngs["time"], "time") + html.table(tables.time_rows(run))),
+        (
+            "time",
+            "Time",
+            note("time")
+            + html.image(pngs["time"], "time")
+            + html.table(tables.time_rows(run))
+            + html.table(tables.throughput_rows(run)),
+        ),
         ("examples", "Examples", note("examples") + html.table(tables.example_rows(run), cls="examples")),
     ]
     missing = _missing(run)

@@ -13,6 +13,7 @@ matplotlib.use("Agg")  # before pyplot: a head-less machine has no display for t
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from selftrain.report.gather import RunData  # noqa: E402
 from selftrain.store import STAGES  # noqa: E402
@@ -238,6 +239,7 @@ def training(run: RunData) -> Figure | None:
                 )
         ax.set_title(title)
         ax.set_xlabel("optimizer step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         _style(ax)
         ax.legend(fontsize=8)
     fig.tight_layout()

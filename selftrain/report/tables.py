@@ -101,28 +101,30 @@ def throughput(st: StageInfo) -> str:
         return f"{s['scored'] / wall:.1f} samples/s"
     if st.stage == "train" and s.get("steps") and s.get("train_runtime_s"):
         return f"{s['steps'] / s['train_runtime_s']:.2f} steps/s, {s.get('pairs', 0) / s['train_runtime_s']:.1f} pairs/s"
-    if st.stage == "evaluate" and wall and st.manifest is not None:
+    if st.stage == "evaluate" and wall and st.manifest is not None and st.manifest.rows:
         return f"{st.manifest.rows / wall:.1f} completions/s"
-    if st.stage in ("questions", "pairs") and wall and st.manifest is not None:
+    if st.stage in ("questions", "pairs") and wall and st.manifest is not None and st.manifest.rows:
         return f"{st.manifest.rows / wall:.0f} rows/s"
     return ""
 
 
 def time_rows(run: RunData) -> list[Row]:
+    """Wall seconds, iterations x stages, with the iteration's total."""
     rows = []
     for it in run.iterations:
-        for stage in STAGES:
-            st = it.stages[stage]
-            if st.status == "done":
-                rows.append(
-                    {
-                        "iteration": it.iteration,
-                        "stage": stage,
-                        "wall (s)": st.wall_s,
-                        "rows": st.manifest.rows if st.manifest else None,
-                        "throughput": throughput(st) or "-",
-                    }
-                )
+        walls = {s: it.stages[s].wall_s for s in STAGES}
+        if any(w is not None for w in walls.values()):
+            total = sum(w for w in walls.values() if w is not None)
+            rows.append({"wall (s)": f"iter {it.iteration}", **walls, "total": total})
+    return rows
+
+
+def throughput_rows(run: RunData) -> list[Row]:
+    rows = []
+    for it in run.iterations:
+        rates = {s: throughput(it.stages[s]) for s in STAGES if s not in ("questions", "pairs")}
+        if any(rates.values()):
+            rows.append({"throughput": f"iter {it.iteration}", **{s: r or None for s, r in rates.items()}})
     return rows
 
 
