@@ -253,6 +253,7 @@ def test_one_iteration_under_prefect(tmp_path, tiny_model, restored_environ):
 
         store = run(load_config(recipe), iteration_fn=lambda r, i, rb: iteration(r, i, rb))
         task_logs, artifact = asyncio.run(_train_task_logs_and_artifact())
+        published = asyncio.run(_artifacts_by_key())
     for stage in ("questions", "sample", "score", "pairs", "train", "evaluate"):
         assert store.manifest(0, stage) is not None, stage
     assert (store.stage_dir(0, "evaluate") / "metrics.json").exists()
@@ -261,6 +262,24 @@ def test_one_iteration_under_prefect(tmp_path, tiny_model, restored_environ):
     assert len(saved) == 1, saved  # relayed once, not once per handler
     # the stage artifact is a table a person reads, not a JSON dump
     assert "| rewards_accuracies |" in artifact and "| processes | 1 |" in artifact
+    # per iteration: the evaluation table and a summary; the flow's last artifact links to the HTML report
+    assert published["t-iter-000-eval"].type == "table"
+    assert (
+        "greedy" in published["t-iter-000-summary"].data
+        and "**Pairs**" in published["t-iter-000-summary"].data
+    )
+    report = store.run_dir.resolve() / "report" / "report.html"
+    assert report.as_uri() in str(
+        published["t-report"].data
+    )  # a link artifact (Prefect stores it as markdown)
+    assert report.exists()
+
+
+async def _artifacts_by_key() -> dict:
+    from prefect import get_client
+
+    async with get_client() as client:
+        return {a.key: a for a in await client.read_artifacts() if a.key}
 
 
 async def _train_task_logs_and_artifact() -> tuple[list[str], str]:
