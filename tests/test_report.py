@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from selftrain.report.calibration import ece, judge_quality, reliability_bins, within_question_auroc
+from selftrain.report.calibration import (
+    ece,
+    judge_quality,
+    quantile_bins,
+    reliability_bins,
+    within_question_auroc,
+)
 from selftrain.schemas import BY_STAGE
 from selftrain.store import FOLDERS, STARTED, Manifest, RunStore, write_manifest, write_shard
 
@@ -49,6 +55,12 @@ def test_ece_and_reliability_bins():
     assert reliability_bins([1.0, 0.0, 1.3], [True, False, True])[9].n == 2  # 1 and above: last bin
     assert ece([0.7] * 10, [True] * 7 + [False] * 3) == pytest.approx(0.0)
     assert ece([], []) is None
+    # the diagram's bins: equal counts in score order, however crowded the scores are
+    bins = quantile_bins(
+        [0.25, 0.26, 0.24, 0.27, 0.23, 0.22], [True, False, True, True, False, False], n_bins=3
+    )
+    assert [b.n for b in bins] == [2, 2, 2]
+    assert [b.accuracy for b in bins] == [0.0, 1.0, 0.5] and bins[0].mean_score == pytest.approx(0.225)
 
 
 def test_progress_logs_lines_off_a_terminal(monkeypatch, caplog):

@@ -46,6 +46,20 @@ def reliability_bins(scores: Sequence[float], labels: Sequence[bool], n_bins: in
     ]
 
 
+def quantile_bins(scores: Sequence[float], labels: Sequence[bool], n_bins: int = N_BINS) -> list[Bin]:
+    """Bins of (nearly) equal sample counts in score order: the reliability diagram stays informative when
+    the scores crowd into a narrow range (a small model's P(True) often sits within 0.2-0.3), where
+    equal-width bins put nearly every sample into one bin."""
+    order = sorted(range(len(scores)), key=lambda i: scores[i])
+    n = len(order)
+    out = []
+    for b in range(min(n_bins, n)):
+        idx = order[b * n // min(n_bins, n) : (b + 1) * n // min(n_bins, n)]
+        s = [_clip(scores[i]) for i in idx]
+        out.append(Bin(s[0], s[-1], len(idx), sum(s) / len(s), sum(bool(labels[i]) for i in idx) / len(idx)))
+    return out
+
+
 def ece(scores: Sequence[float], labels: Sequence[bool], n_bins: int = N_BINS) -> float | None:
     """Expected calibration error: sum over bins of (share of samples) x |mean score - accuracy|."""
     if not scores:

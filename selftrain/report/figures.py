@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from selftrain.report.calibration import quantile_bins  # noqa: E402
 from selftrain.report.gather import RunData  # noqa: E402
 from selftrain.store import STAGES  # noqa: E402
 
@@ -107,10 +108,12 @@ def judge(run: RunData) -> Figure | None:
     if not its:
         return None
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="perfect calibration")
+    top = 0.0
     for k, it in enumerate(its):
         q = it.judge.quality
-        pts = [(b.mean_score, b.accuracy, b.n) for b in q.bins if b.n]
+        bins = quantile_bins(it.judge.scores, it.judge.labels)
+        pts = [(b.mean_score, b.accuracy, b.n) for b in bins if b.n]
+        top = max([top, *(max(x, y) for x, y, _ in pts)])
         color = _iter_color(k, len(its))
         ece = "n/a" if q.ece is None else f"{q.ece:.3f}"
         ax.plot(
@@ -120,13 +123,14 @@ def judge(run: RunData) -> Figure | None:
             marker="o",
             label=f"iter {it.iteration} (ECE {ece})",
         )
-        for x, y, n in pts:
-            ax.annotate(str(n), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
+    # zoomed to the data: scores crowded near 0.25 are unreadable on a 0-1 square
+    lim = min(1.0, top * 1.15 + 0.02)
+    ax.plot([0, lim], [0, lim], color="grey", ls="--", lw=1, label="perfect calibration")
     ax.set_xlabel("judge score (bin mean)")
     ax.set_ylabel("share of samples right")
-    ax.set_title("reliability (numbers: samples per bin)")
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("reliability (each point: a tenth of the samples)")
+    ax.set_xlim(-0.01 * lim, lim * 1.02)
+    ax.set_ylim(-0.01 * lim, lim * 1.02)
     _style(ax)
     ax.legend(fontsize=8)
     xs = [it.iteration for it in its]
@@ -155,7 +159,11 @@ def score_histograms(run: RunData) -> Figure | None:
     cols = min(len(its), 4)
     rows = math.ceil(len(its) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    bins = [i / 20 for i in range(21)]
+    # one set of bins for every panel, over the range the scores occupy (often a narrow one)
+    every = [min(max(s, 0.0), 1.0) for it in its for s in it.judge.scores]
+    lo, hi = min(every), max(every)
+    width = (hi - lo) / 30 or 0.01
+    bins = [lo + i * width for i in range(31)]
     for ax, it in zip(axes.flat, its, strict=False):
         j = it.judge
         right = [s for s, y in zip(j.scores, j.labels, strict=True) if y]
