@@ -360,7 +360,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if overrides:
         # Overrides apply on top of the defaults *and* the recipe: expand the recipe first so that e.g.
         # `--set data.train.0.limit=5` can address a list item the recipe left at its default.
-        base = Config.model_validate(tree) if tree else Config()
+        base = _validate(tree, origin) if tree else Config()
         merged = base.model_dump(mode="json", exclude_unset=False)
         _deep_update(merged, tree)
         tree = merged
@@ -371,6 +371,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             except (IndexError, ValueError, TypeError, KeyError):
                 raise ConfigError(f"--set {text}: no such key '{key}'") from None
         origin = f"{origin} + --set"
+    return _validate(tree, origin)
+
+
+def _validate(tree: dict[str, Any], origin: str) -> Config:
+    """Every validation goes through here, so a bad recipe is a one-line error with or without --set."""
     try:
         return Config.model_validate(tree)
     except ValidationError as e:

@@ -7,6 +7,7 @@ which shares `prepare_train` and `finish_train`.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from selftrain.config import Config
 from selftrain.stages.common import StageInputs, finish
@@ -37,10 +38,17 @@ def finish_train(writer: StageWriter, inputs: StageInputs, stats: dict) -> Manif
     return finish(writer, inputs, [], stats, outputs)
 
 
-def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
+def train_or_keep(cfg: Config, inputs: StageInputs, out_dir: Path, main_process: bool = True) -> dict:
+    """Train on this iteration's pairs, or, with none, keep the policy unchanged. Shared by the in-process
+    stage and every `accelerate launch` rank, so the two paths cannot drift apart."""
     files, init = prepare_train(cfg, inputs)
     if not files:
-        log.warning("iter-%03d has no preference pairs: keeping the policy unchanged", inputs.iteration)
-        save_identity_adapter(cfg, writer.dir, init)
-        return finish_train(writer, inputs, {"steps": 0, "pairs": 0, "trained": False})
-    return finish_train(writer, inputs, {**train_dpo(cfg, files, writer.dir, init), "trained": True})
+        if main_process:
+            log.warning("iter-%03d has no preference pairs: keeping the policy unchanged", inputs.iteration)
+            save_identity_adapter(cfg, out_dir, init)
+        return {"steps": 0, "pairs": 0, "trained": False}
+    return {**train_dpo(cfg, files, out_dir, init), "trained": True}
+
+
+def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
+    return finish_train(writer, inputs, train_or_keep(cfg, inputs, writer.dir))
