@@ -163,6 +163,12 @@ class TrainingConfig(Section):
     save_steps: int = Field(200, ge=1, description="Checkpoint every N steps (the unit of resume).")
     logging_steps: int = Field(10, ge=1, description="Log metrics every N steps.")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Linear warm-up share of the steps.")
+    precompute_ref_logps: bool = Field(
+        True,
+        description="Compute the reference log-probs of every pair once, before training, and keep them in "
+        "<run>/cache/reference-logps/<key> (reused on resume and rerun); false = a reference forward pass in "
+        "every step, as TRL's default.",
+    )
     lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
         "linear",
         description="Learning-rate schedule within an iteration's training (the paper: constant, which is "
