@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from selftrain.config import Config, dump_config
 from selftrain.pipeline import StaleError, execute_stage, invalidate, stage_state, upstream_of
-from selftrain.store import STAGES, RunStore, atomic_write_text, read_stage
+from selftrain.store import STAGES, RunStore, atomic_write_text, verify_stage
 from selftrain.tiny import ensure_model
 
 log = logging.getLogger(__name__)
@@ -62,9 +62,10 @@ def rerun(
 
     cfg = load_config(store.config_path)
     with store.lock():
-        # inputs must be readable before anything is moved aside, or a failed rerun would leave a hole
+        # inputs must be intact before anything is moved aside, or a failed rerun would leave a hole; the
+        # upstream may be a policy (adapter files, no shards), so check checksums rather than read a table
         for it, st in upstream_of(cfg, iteration, stage):
-            read_stage(store.stage_dir(it, st), verify=True)
+            verify_stage(store.stage_dir(it, st))
         moved = invalidate(store, iteration, stage)
         for path in moved:
             log.info("moved aside: %s", path)

@@ -113,22 +113,44 @@ def read_shard(path: Path) -> pa.Table:
         raise StoreError(f"corrupt shard {path}: {str(e).splitlines()[0]}") from None
 
 
-def read_stage(stage_dir: Path, verify: bool = True) -> pa.Table:
-    """All shards of a completed stage as one table; with `verify`, checks sha256 against the manifest."""
+def verify_stage(stage_dir: Path) -> Manifest:
+    """Check that a completed stage of any kind (table or policy) is intact: every shard and file its
+    manifest lists exists with the recorded sha256. Raises StoreError naming the first bad file."""
     manifest = load_manifest(stage_dir)
     if manifest is None:
         raise StoreError(f"{stage_dir} is not complete (no {MANIFEST})")
+    for entry in [*manifest.shards, *manifest.files]:
+        _check_file(stage_dir / entry.name, entry)
+    return manifest
+
+
+def _check_file(path: Path, entry: ShardInfo) -> None:
+    kind = "shard" if path.suffix == ".parquet" else "file"
+    if not path.exists():
+        raise StoreError(f"missing {kind} {path} (listed in {MANIFEST})")
+    if sha256_file(path) != entry.sha256:
+        raise StoreError(f"corrupt {kind} {path}: sha256 differs from {MANIFEST}")
+
+
+def read_stage(stage_dir: Path, verify: bool = True) -> pa.Table:
+    """All shards of a completed stage as one table; with `verify`, checks sha256 against the manifest."""
+    from selftrain.schemas import BY_STAGE
+
+    manifest = load_manifest(stage_dir)
+    if manifest is None:
+        raise StoreError(f"{stage_dir} is not complete (no {MANIFEST})")
+    if manifest.stage not in BY_STAGE:
+        # a policy folder holds an adapter, not Parquet: callers that only need it intact use verify_stage
+        raise StoreError(f"{stage_dir} holds the {manifest.stage} stage's files, not a table")
     tables = []
     for shard in manifest.shards:
         path = stage_dir / shard.name
-        if not path.exists():
+        if verify:
+            _check_file(path, shard)
+        elif not path.exists():
             raise StoreError(f"missing shard {path} (listed in {MANIFEST})")
-        if verify and sha256_file(path) != shard.sha256:
-            raise StoreError(f"corrupt shard {path}: sha256 differs from {MANIFEST}")
         tables.append(read_shard(path))
     if not tables:
-        from selftrain.schemas import BY_STAGE
-
         return BY_STAGE[manifest.stage].empty_table()
     return pa.concat_tables(tables)
 

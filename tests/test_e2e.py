@@ -163,6 +163,27 @@ def test_rerun_score_keeps_upstream_and_marks_later_stale(reference, tmp_path, t
     assert "iter-001/sample stale: upstream iter-000/train was rebuilt" in status
 
 
+def test_rerun_every_stage_at_iteration_1_and_evaluate_at_0(reference, tmp_path, tiny_model):
+    """Rerun's upstream check must not read a policy (adapter files, no shards) as a table: evaluate's upstream
+    is always a policy, and sample/score/train at iteration >= 1 read the previous iteration's policy."""
+    from selftrain.runner import rerun
+    from selftrain.store import STAGES
+
+    run_dir, _ = _copy(reference, tmp_path, tiny_model)
+    store = RunStore(run_dir)
+    # README's example through the real CLI, once; the other stages in-process (same code path, no imports)
+    proc = cli("rerun", str(run_dir), "--iteration", "1", "--stage", "score", "--no-prefect")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for iteration, stage in [(0, "evaluate"), *((1, s) for s in reversed(STAGES))]:
+        old = store.manifest(iteration, stage).output_id
+        assert rerun(store, iteration, stage) == [], (iteration, stage)
+        assert store.manifest(iteration, stage).output_id != old, (iteration, stage)
+    for stage in STAGES:
+        assert store.manifest(1, stage) is not None, stage
+    status = cli("status", str(run_dir))
+    assert status.returncode == 0 and "stale" not in status.stdout, status.stdout
+
+
 def test_changed_key_makes_stage_stale_and_nothing_is_deleted(reference, tmp_path, tiny_model):
     run_dir, recipe = _copy(reference, tmp_path, tiny_model)
     files = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())

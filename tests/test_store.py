@@ -11,12 +11,15 @@ from selftrain.schemas import QUESTIONS
 from selftrain.store import (
     Manifest,
     RunStore,
+    ShardInfo,
     StageWriter,
     StoreError,
     fingerprint,
     load_manifest,
     move_aside,
     read_stage,
+    sha256_file,
+    verify_stage,
     write_manifest,
     write_shard,
 )
@@ -65,6 +68,27 @@ def test_manifest_last_and_corruption_detected(tmp_path):
         f.write(b"garbage")
     with pytest.raises(StoreError, match="corrupt shard .*part-00000.parquet"):
         read_stage(d)
+
+
+def test_policy_stage_is_verified_not_read_as_a_table(tmp_path):
+    """A train output lists files (the adapter), no shards: verify_stage checks them; read_stage says it is
+    not a table instead of failing on a schema lookup (the old KeyError 'train' of `selftrain rerun`)."""
+    d = tmp_path / "policy"
+    StageWriter(d, "fp1")
+    (d / "adapter_model.safetensors").write_bytes(b"weights")
+    info = ShardInfo(
+        name="adapter_model.safetensors", rows=0, sha256=sha256_file(d / "adapter_model.safetensors")
+    )
+    write_manifest(d, Manifest(stage="train", iteration=0, fingerprint="fp1", output_id="o1", files=[info]))
+    assert verify_stage(d).stage == "train"
+    with pytest.raises(StoreError, match="not a table"):
+        read_stage(d)
+    (d / "adapter_model.safetensors").write_bytes(b"weightz")
+    with pytest.raises(StoreError, match="corrupt file .*adapter_model.safetensors"):
+        verify_stage(d)
+    (d / "adapter_model.safetensors").unlink()
+    with pytest.raises(StoreError, match="missing file"):
+        verify_stage(d)
 
 
 def test_writer_resumes_same_fingerprint_and_moves_other_aside(tmp_path):
