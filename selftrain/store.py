@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import socket
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -88,8 +87,12 @@ def sha256_file(path: Path) -> str:
 
 def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed write (disk full) leaves no half-written temp file behind
+        raise
 
 
 def shard_name(index: int) -> str:
@@ -220,68 +223,17 @@ class RunStore:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """One writer per run folder. A lock left by a dead process on this host is taken over."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        path = self.run_dir / ".lock"
-        if os.environ.get("SELFTRAIN_LOCK_OWNER") == str(os.getpid()) and path.exists():
-            yield  # re-entrant: a flow inside `selftrain run` already holds it
-            return
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": now()}
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                try:
-                    owner = json.loads(path.read_text() or "{}")
-                except (OSError, ValueError):
-                    owner = {}
-                if owner.get("host") == me["host"] and not _pid_alive(int(owner.get("pid", -1))):
-                    log.warning("taking over a lock left by dead process %s", owner.get("pid"))
-                    from selftrain.procs import kill_group
+        """One writer per run folder (see selftrain.runlock: atomic, and a dead or empty lock is taken over)."""
+        from selftrain import runlock
 
-                    kill_group(owner.get("child_pgid"))  # e.g. a vLLM engine its stage left behind
-                    path.unlink(missing_ok=True)
-                    continue
-                raise StoreError(
-                    f"run folder {self.run_dir} is in use by pid {owner.get('pid')} on {owner.get('host')} "
-                    f"since {owner.get('since')} (lock file {path})"
-                ) from None
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            break
-        os.environ["SELFTRAIN_LOCK_OWNER"] = str(os.getpid())
-        try:
+        with runlock.hold(self.run_dir):
             yield
-        finally:
-            os.environ.pop("SELFTRAIN_LOCK_OWNER", None)
-            with contextlib.suppress(FileNotFoundError):
-                if json.loads(path.read_text()).get("pid") == os.getpid():
-                    path.unlink()
 
     def record_child(self, pgid: int | None) -> None:
         """Note (in the lock file) the process group of a stage subprocess this run is waiting for."""
-        path = self.run_dir / ".lock"
-        with contextlib.suppress(OSError, ValueError):
-            info = json.loads(path.read_text())
-            if info.get("pid") == os.getpid():
-                info["child_pgid"] = pgid
-                atomic_write_text(path, json.dumps(info))
+        from selftrain import runlock
 
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie (killed, not yet reaped) is dead for our purposes
-    with contextlib.suppress(OSError):
-        if "State:\tZ" in Path(f"/proc/{pid}/status").read_text():
-            return False
-    return True
+        runlock.record_child(self.run_dir, pgid)
 
 
 class StageWriter:

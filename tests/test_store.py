@@ -135,3 +135,39 @@ def test_lock_taken_over_from_dead_process(tmp_path):
     with store.lock():
         assert json.loads((store.run_dir / ".lock").read_text())["pid"] == os.getpid()
     assert not (store.run_dir / ".lock").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b'{"pid": 12', b"\xff\xfe garbage", b"[]"])
+def test_empty_or_corrupt_lock_is_taken_over(tmp_path, content):
+    """A lock file created but never written (the process died, or the disk was full) must not wedge the run
+    folder for ever ("in use by pid None on None")."""
+    store = RunStore(tmp_path / "run")
+    store.run_dir.mkdir()
+    lock = store.run_dir / ".lock"
+    lock.write_bytes(content)
+    os.utime(lock, (0, 0))  # older than the grace period an older selftrain may still be writing in
+    with store.lock():
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert not lock.exists()
+
+
+def test_lock_write_failure_leaves_no_lock(tmp_path, monkeypatch):
+    """The lock's content is on disk before its name appears: a failing write (disk full) leaves neither an
+    empty `.lock` nor a temp file, and says so in one line."""
+    import errno
+
+    from selftrain import runlock
+
+    store = RunStore(tmp_path / "run")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runlock.os, "fsync", full)
+    with pytest.raises(StoreError, match="cannot write the lock file .*No space left on device"):
+        with store.lock():
+            pass
+    assert list(store.run_dir.iterdir()) == []
+    monkeypatch.undo()
+    with store.lock():  # the disk has room again: the next run goes ahead
+        pass
