@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -216,9 +217,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted; rerun the same command to resume")
         return 130
+    except BrokenPipeError:
+        # `selftrain status RUN | head`: the reader left, as with any Unix filter; no traceback, no message
+        # (stdout points at /dev/null so that the interpreter's final flush does not fail again)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except Exception as e:  # noqa: BLE001 - the CLI boundary
+        from selftrain.faults import environment_error_line
+
         if isinstance(e, _user_errors()) or _is_user_error(e):
             _err(str(e).splitlines()[0] if str(e) else type(e).__name__)
+            return 2
+        line = environment_error_line(e)  # disk full, read-only folder: the machine, not a bug
+        if line is not None:
+            _err(line)
             return 2
         raise
 

@@ -332,7 +332,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text())
+            from selftrain.faults import read_text_utf8
+
+            loaded = yaml.safe_load(read_text_utf8(path, ConfigError))
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
         if loaded is not None and not isinstance(loaded, dict):

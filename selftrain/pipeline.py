@@ -20,7 +20,17 @@ from typing import Any
 from selftrain.config import Config, flatten
 from selftrain.engines.base import resolve_engine_name
 from selftrain.procs import kill_group
-from selftrain.store import FAILED, STAGES, STARTED, Manifest, RunStore, StoreError, fingerprint, move_aside
+from selftrain.store import (
+    FAILED,
+    STAGES,
+    STARTED,
+    Manifest,
+    RunStore,
+    StoreError,
+    fingerprint,
+    move_aside,
+    verify_stage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +169,10 @@ def execute_stage(
         log.info("%s: resuming an interrupted attempt", where)
     exp = expected(cfg, store, iteration, stage)
     assert exp is not None
+    # Damaged inputs are named here, in one line, before a stage (maybe in a subprocess, under accelerate)
+    # starts and fails on them with a library's traceback.
+    for it, st in upstream_of(cfg, iteration, stage):
+        verify_stage(store.stage_dir(it, st))
     if use_subprocess(cfg, stage):
         run_stage_subprocess(cfg, store, iteration, stage)
     else:

@@ -104,8 +104,12 @@ def write_shard(out_dir: Path, index: int, rows: list[dict[str, Any]], schema: p
     table = pa.Table.from_pylist(rows, schema=schema)
     path = out_dir / shard_name(index)
     tmp = out_dir / f".{path.name}.tmp-{os.getpid()}"
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave half a shard behind
+        raise
     return ShardInfo(name=path.name, rows=table.num_rows, sha256=sha256_file(path))
 
 
@@ -266,6 +270,8 @@ class StageWriter:
         return ShardInfo(name=path.name, rows=rows, sha256=sha256_file(path))
 
     def record_failure(self, error: BaseException) -> None:
-        atomic_write_text(
-            self.dir / FAILED, json.dumps({"error": f"{type(error).__name__}: {error}", "at": now()})
-        )
+        # best effort: on a full disk this write fails too, and must not hide the error being recorded
+        with contextlib.suppress(OSError):
+            atomic_write_text(
+                self.dir / FAILED, json.dumps({"error": f"{type(error).__name__}: {error}", "at": now()})
+            )

@@ -212,6 +212,22 @@ def test_corrupt_shard_is_named_and_store_left_intact(reference, tmp_path, tiny_
     assert (run_dir / "iter-000" / "scores" / "_manifest.json").exists()  # nothing moved aside
 
 
+def test_corrupt_pairs_shard_stops_train_with_one_line(reference, tmp_path, tiny_model):
+    """Train reads its pairs through the store (sha256 checked): a damaged shard is named in one line, exit 2,
+    and nothing is moved or written."""
+    run_dir, recipe = _copy(reference, tmp_path, tiny_model)
+    shard = run_dir / "iter-001" / "pairs" / "part-00000.parquet"
+    shard.write_bytes(shard.read_bytes()[:-40] + b"\0" * 40)
+    for stage in ("policy", "eval"):  # train (and so evaluate) must run again
+        (run_dir / "iter-001" / stage).rename(run_dir / "iter-001" / f"{stage}.aside")
+    files = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
+    proc = cli("run", str(recipe), "--no-prefect")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "corrupt shard" in last and "iter-001/pairs/part-00000.parquet" in last, last
+    assert sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()) == files
+
+
 def test_bad_inputs_fail_with_one_line(tmp_path, tiny_model):
     cases = {
         "missing model": (tiny_recipe(tmp_path, tmp_path / "no-model"), "model.path: no model at"),

@@ -13,11 +13,14 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from selftrain.config import Config
 from selftrain.stages.common import maybe_kill
 from selftrain.store import atomic_write_text
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +63,11 @@ def latest_checkpoint(ckpt_dir: Path) -> str | None:
     return str(max(found)[1]) if found else None
 
 
-def train_dpo(cfg: Config, pair_files: list[str], out_dir: Path, init_adapter: str | None) -> dict[str, Any]:
+def train_dpo(cfg: Config, pairs: pa.Table, out_dir: Path, init_adapter: str | None) -> dict[str, Any]:
     """Train and save the adapter to `out_dir`; resumes from `out_dir/checkpoints` if a checkpoint is there.
     Returns summary metrics (the last logged DPO metrics, steps, runtime)."""
     import torch
-    from datasets import load_dataset
+    from datasets import Dataset
     from peft import LoraConfig, PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
@@ -93,8 +96,8 @@ def train_dpo(cfg: Config, pair_files: list[str], out_dir: Path, init_adapter: s
             target_modules=t.lora.target_modules,
             task_type="CAUSAL_LM",
         )
-    dataset = load_dataset("parquet", data_files=pair_files, split="train")
-    dataset = dataset.select_columns(["prompt", "chosen", "rejected"])
+    # pairs read (and sha256-checked) by the store, not re-read from the files behind its back
+    dataset = Dataset(pairs.select(["prompt", "chosen", "rejected"]).combine_chunks())
     ckpt_dir = out_dir / "checkpoints"
     use_cpu = not torch.cuda.is_available()
     args = DPOConfig(

@@ -140,9 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     with state.main_process_first():  # rank 0 sets the folder up (or resumes it) before the others look
         if state.is_main_process:
             writer = StageWriter(out_dir, inputs.fingerprint)
-    files, init = prepare_train(cfg, inputs)
+    pairs, init = prepare_train(cfg, inputs)
     try:
-        stats = train_dpo(cfg, files, out_dir, init)
+        stats = train_dpo(cfg, pairs, out_dir, init)
     except BaseException as e:
         if writer is not None:
             writer.record_failure(e)
