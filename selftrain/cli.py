@@ -86,11 +86,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         for stage in STAGES:
             st = stage_state(cfg, store, it, stage)
             cells.append(f"{st.status:<9}")
-            if st.status in ("stale", "failed"):
+            if st.status in ("stale", "failed", "damaged"):
                 notes.append(f"  iter-{it:03d}/{stage} {st.status}: {'; '.join(st.reasons)}")
         _out(f"{it:>9}  " + "  ".join(cells))
     for n in notes:
         _out(n)
+    if any(" damaged: " in n for n in notes):
+        _out(
+            f"  (sizes checked; `selftrain verify {store.run_dir}` checks every sha256 and says what to rerun)"
+        )
     from selftrain.runner import accuracy_table
 
     _print_accuracy(accuracy_table(store))
@@ -114,6 +118,28 @@ def cmd_rerun(args: argparse.Namespace) -> int:
         _out("now stale (later iterations used the old output): " + ", ".join(stale))
         _out(f"  redo them with: selftrain run {store.config_path} --rebuild-stale")
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from selftrain.store import RunStore, StoreError
+    from selftrain.verify import repairs, verify_run
+
+    store = RunStore(args.run)
+    if not store.config_path.exists():
+        raise StoreError(f"{args.run} is not a run folder (no config.yaml)")
+    checked, damaged = verify_run(store)
+    for it, stage, problems in damaged:
+        _out(f"iter-{it:03d}/{stage} damaged: {'; '.join(problems)}")
+    _out(
+        f"checked {checked.stages} complete stage(s), {checked.files} file(s), {checked.bytes / 2**20:.1f} MiB: "
+        f"{len(damaged)} damaged"
+    )
+    fixes = repairs(store, damaged)
+    if fixes:
+        _out("to repair, run in this order:")
+        for command in fixes:
+            _out(f"  {command}")
+    return 1 if damaged else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -172,9 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-prefect", action="store_true", help="run the stages without Prefect")
     r.set_defaults(fn=cmd_run)
 
-    s = sub.add_parser("status", help="iterations x stages: done / stale / partial / failed / missing")
+    s = sub.add_parser(
+        "status", help="iterations x stages: done / damaged / stale / partial / failed / missing"
+    )
     s.add_argument("run", help="run folder, e.g. artifacts/runs/tiny-cpu")
     s.set_defaults(fn=cmd_status)
+
+    v = sub.add_parser("verify", help="check every file of every complete stage against its sha256")
+    v.add_argument("run", help="run folder")
+    v.set_defaults(fn=cmd_verify)
 
     rr = sub.add_parser("rerun", help="redo one stage of one iteration and what depends on it")
     rr.add_argument("run")

@@ -27,6 +27,7 @@ from selftrain.store import (
     Manifest,
     RunStore,
     StoreError,
+    damage,
     fingerprint,
     move_aside,
     verify_stage,
@@ -87,7 +88,7 @@ def stage_config(cfg: Config, stage: str) -> dict[str, Any]:
 class StageState:
     iteration: int
     stage: str
-    status: str  # done | stale | partial | failed | missing | blocked
+    status: str  # done | damaged | stale | partial | failed | missing | blocked
     reasons: list[str] = field(default_factory=list)
     manifest: Manifest | None = None
 
@@ -115,6 +116,9 @@ def stage_state(cfg: Config, store: RunStore, iteration: int, stage: str) -> Sta
         if (d / STARTED).exists():
             return StageState(iteration, stage, "partial")
         return StageState(iteration, stage, "missing" if exp else "blocked")
+    problems = damage(d, m)  # sizes only (a stat per file), and what `selftrain verify` recorded
+    if problems:
+        return StageState(iteration, stage, "damaged", problems, m)
     if exp is None:
         return StageState(iteration, stage, "stale", ["an upstream stage is missing"], m)
     fp, conf, upstream = exp
@@ -127,6 +131,17 @@ def stage_state(cfg: Config, store: RunStore, iteration: int, stage: str) -> Sta
     ]
     reasons += [f"upstream {k} was rebuilt" for k in upstream if upstream[k] != m.upstream.get(k)]
     return StageState(iteration, stage, "stale", reasons or ["schema version changed"], m)
+
+
+def rerun_command(store: RunStore, iteration: int, stage: str) -> str:
+    return f"selftrain rerun {store.run_dir} --iteration {iteration} --stage {stage}"
+
+
+def damaged_message(store: RunStore, state: StageState) -> str:
+    return (
+        f"iter-{state.iteration:03d}/{state.stage} is damaged ({'; '.join(state.reasons)}): "
+        f"`{rerun_command(store, state.iteration, state.stage)}` redoes it (or run with --rebuild-stale)"
+    )
 
 
 def use_subprocess(cfg: Config, stage: str) -> bool:
@@ -158,6 +173,10 @@ def execute_stage(
         return state.manifest
     if state.status == "blocked":
         raise StoreError(f"{where}: an upstream stage is not complete")
+    if state.status == "damaged":
+        if not rebuild_stale:
+            raise StoreError(damaged_message(store, state))
+        invalidate(store, iteration, stage)
     if state.status == "stale":
         if not rebuild_stale:
             raise StaleError(

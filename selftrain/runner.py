@@ -6,8 +6,15 @@ import logging
 from collections.abc import Callable
 
 from selftrain.config import Config, dump_config
-from selftrain.pipeline import StaleError, execute_stage, invalidate, stage_state, upstream_of
-from selftrain.store import STAGES, RunStore, atomic_write_text, verify_stage
+from selftrain.pipeline import (
+    StaleError,
+    damaged_message,
+    execute_stage,
+    invalidate,
+    stage_state,
+    upstream_of,
+)
+from selftrain.store import STAGES, RunStore, StoreError, atomic_write_text, verify_stage
 from selftrain.tiny import ensure_model
 
 log = logging.getLogger(__name__)
@@ -27,6 +34,8 @@ def prepare(cfg: Config, store: RunStore, rebuild_stale: bool) -> None:
         for it in range(cfg.run.iterations):
             for stage in STAGES:
                 st = stage_state(cfg, store, it, stage)
+                if st.status == "damaged":
+                    raise StoreError(damaged_message(store, st))
                 if st.status == "stale":
                     raise StaleError(
                         f"iter-{it:03d}/{stage} is stale ({'; '.join(st.reasons)}). Nothing was changed. "

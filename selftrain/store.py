@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "_manifest.json"
 STARTED = "_started.json"  # fingerprint of a stage in progress: finished shards are reused only if it matches
 FAILED = "_failed.json"
+DAMAGED = "_damaged.json"  # written by `selftrain verify` when a file's sha256 differs from the manifest
 
 # stage name -> folder name, in DAG order
 STAGES = ["questions", "sample", "score", "pairs", "train", "evaluate"]
@@ -49,6 +50,9 @@ class ShardInfo(BaseModel):
     name: str
     rows: int
     sha256: str
+    bytes: int | None = Field(
+        None, description="File size: `status` compares it (cheap); None in old manifests."
+    )
 
 
 class Manifest(BaseModel):
@@ -110,7 +114,12 @@ def write_shard(out_dir: Path, index: int, rows: list[dict[str, Any]], schema: p
     except BaseException:
         tmp.unlink(missing_ok=True)  # a full disk must not leave half a shard behind
         raise
-    return ShardInfo(name=path.name, rows=table.num_rows, sha256=sha256_file(path))
+    return file_info(path, table.num_rows)
+
+
+def file_info(path: Path, rows: int = 0) -> ShardInfo:
+    """What a manifest records of one output file: name, rows, sha256 and size."""
+    return ShardInfo(name=path.name, rows=rows, sha256=sha256_file(path), bytes=path.stat().st_size)
 
 
 def read_shard(path: Path) -> pa.Table:
@@ -129,6 +138,25 @@ def verify_stage(stage_dir: Path) -> Manifest:
     for entry in [*manifest.shards, *manifest.files]:
         _check_file(stage_dir / entry.name, entry)
     return manifest
+
+
+def damage(stage_dir: Path, manifest: Manifest, checksums: bool = False) -> list[str]:
+    """What is wrong with a completed stage's files: missing, a size other than the manifest's (a stat per
+    file, cheap enough for every `status`), with `checksums` a sha256 that differs; plus what an earlier
+    `selftrain verify` found and recorded. Empty when intact."""
+    problems = []
+    for entry in [*manifest.shards, *manifest.files]:
+        path = stage_dir / entry.name
+        if not path.is_file():
+            problems.append(f"{entry.name} is missing")
+        elif entry.bytes is not None and path.stat().st_size != entry.bytes:
+            problems.append(f"{entry.name} has {path.stat().st_size} bytes, the manifest says {entry.bytes}")
+        elif checksums and sha256_file(path) != entry.sha256:
+            problems.append(f"{entry.name}: sha256 differs from the manifest")
+    if not checksums and (stage_dir / DAMAGED).exists():
+        with contextlib.suppress(OSError, ValueError):
+            problems += json.loads((stage_dir / DAMAGED).read_text()).get("problems", [])
+    return problems
 
 
 def _check_file(path: Path, entry: ShardInfo) -> None:
@@ -174,7 +202,7 @@ def load_manifest(stage_dir: Path) -> Manifest | None:
 
 def write_manifest(stage_dir: Path, manifest: Manifest) -> None:
     atomic_write_text(stage_dir / MANIFEST, manifest.model_dump_json(indent=2))
-    for marker in (STARTED, FAILED):
+    for marker in (STARTED, FAILED, DAMAGED):
         (stage_dir / marker).unlink(missing_ok=True)
 
 
@@ -267,7 +295,7 @@ class StageWriter:
         except (pa.ArrowInvalid, OSError):
             log.warning("redoing unreadable shard %s", path)
             return None
-        return ShardInfo(name=path.name, rows=rows, sha256=sha256_file(path))
+        return file_info(path, rows)
 
     def record_failure(self, error: BaseException) -> None:
         # best effort: on a full disk this write fails too, and must not hide the error being recorded

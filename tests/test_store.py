@@ -171,3 +171,25 @@ def test_lock_write_failure_leaves_no_lock(tmp_path, monkeypatch):
     monkeypatch.undo()
     with store.lock():  # the disk has room again: the next run goes ahead
         pass
+
+
+def test_damage_sizes_cheaply_checksums_on_request(tmp_path):
+    from selftrain.store import DAMAGED, damage
+
+    d = tmp_path / "questions"
+    info = _complete_stage(d)
+    assert info.bytes == (d / info.name).stat().st_size
+    manifest = load_manifest(d)
+    assert damage(d, manifest) == [] and damage(d, manifest, checksums=True) == []
+    shard = d / info.name
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    assert damage(d, manifest) == []  # same size: only the checksum sees it
+    assert damage(d, manifest, checksums=True) == [f"{info.name}: sha256 differs from the manifest"]
+    (d / DAMAGED).write_text(json.dumps({"problems": ["recorded by verify"]}))
+    assert damage(d, manifest) == ["recorded by verify"]
+    shard.write_bytes(bytes(data[:-1]))
+    assert f"{info.name} has {len(data) - 1} bytes, the manifest says {len(data)}" in damage(d, manifest)
+    shard.unlink()
+    assert damage(d, manifest, checksums=True) == [f"{info.name} is missing"]

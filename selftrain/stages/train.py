@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from selftrain.config import Config
 from selftrain.stages.common import StageInputs, finish
-from selftrain.store import Manifest, ShardInfo, StageWriter, sha256_file
+from selftrain.store import Manifest, StageWriter, file_info
 from selftrain.training.dpo import save_identity_adapter, train_dpo
 
 log = logging.getLogger(__name__)
@@ -29,11 +29,7 @@ def prepare_train(cfg: Config, inputs: StageInputs) -> tuple[pa.Table, str | Non
 
 
 def finish_train(writer: StageWriter, inputs: StageInputs, stats: dict) -> Manifest:
-    outputs = [
-        ShardInfo(name=p.name, rows=0, sha256=sha256_file(p))
-        for p in sorted(writer.dir.glob("adapter_*"))
-        if p.is_file()
-    ]
+    outputs = [file_info(p) for p in sorted(writer.dir.glob("adapter_*")) if p.is_file()]
     return finish(writer, inputs, [], stats, outputs)
 
 
