@@ -60,6 +60,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from selftrain.config import load_config
+    from selftrain.runner import init_run
+
+    overrides = list(args.set or [])
+    if args.iterations is not None:
+        overrides.append(f"run.iterations={args.iterations}")
+    cfg = load_config(args.config, overrides)
+    store = init_run(cfg)
+    _out(f"run folder ready: {store.run_dir} (config {store.config_path})")
+    _out("start it from a deployment with:")
+    _out(
+        f"  prefect deployment run 'self-training/selftrain' --param run={store.run_dir} "
+        f"--param iterations={cfg.run.iterations}"
+    )
+    return 0
+
+
 def _print_accuracy(rows: list) -> None:
     if not rows:
         return
@@ -197,6 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rebuild-stale", action="store_true", help="move stale outputs aside and redo them")
     r.add_argument("--no-prefect", action="store_true", help="run the stages without Prefect")
     r.set_defaults(fn=cmd_run)
+
+    i = sub.add_parser("init", help="create the run folder (config.yaml, model) for a Prefect deployment")
+    i.add_argument(
+        "config", nargs="?", default=DEFAULT_RECIPE, help=f"YAML recipe (default {DEFAULT_RECIPE})"
+    )
+    i.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    i.add_argument("--iterations", type=int, help="shorthand for --set run.iterations=N")
+    i.set_defaults(fn=cmd_init)
 
     s = sub.add_parser(
         "status", help="iterations x stages: done / damaged / stale / partial / failed / missing"

@@ -44,6 +44,16 @@ def prepare(cfg: Config, store: RunStore, rebuild_stale: bool) -> None:
     atomic_write_text(store.config_path, dump_config(cfg))
 
 
+def init_run(cfg: Config) -> RunStore:
+    """Create (or update) the run folder without running a stage: the model is there (or built), nothing
+    complete is stale, config.yaml is written. What a Prefect deployment needs before its first flow run,
+    since the flows read the run's config.yaml and do not build models."""
+    store = RunStore(cfg.run_dir())
+    with store.lock():
+        prepare(cfg, store, rebuild_stale=False)
+    return store
+
+
 def run_iteration(run_dir: str, iteration: int, rebuild_stale: bool = False) -> None:
     """One iteration's stages in DAG order; complete stages are skipped, partial ones resume."""
     from selftrain.config import load_config

@@ -231,3 +231,18 @@ def test_train_reads_pairs_through_the_checked_reader(tmp_path):
     shard.write_bytes(bytes(data))
     with pytest.raises(StoreError, match=r"corrupt shard .*pairs/part-00000.parquet"):
         prepare_train(Config(), inputs)
+
+
+def test_init_prepares_a_run_folder_for_deployments(tmp_path):
+    """`selftrain init` writes config.yaml (what the deployed flows read) and runs no stage; status then works."""
+    recipe = _recipe(tmp_path, run={"name": "t", "iterations": 3})
+    proc = cli("init", str(recipe), "--set", "sampling.n=2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_dir = tmp_path / "runs" / "t"
+    assert f"--param run={run_dir} --param iterations=3" in proc.stdout
+    from selftrain.config import load_config
+
+    assert load_config(run_dir / "config.yaml").sampling.n == 2
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml"]  # no stage run, no lock left
+    status = cli("status", str(run_dir))
+    assert status.returncode == 0 and "missing" in status.stdout, status.stderr[-2000:]
