@@ -30,6 +30,13 @@ class RunConfig(Section):
         2, ge=1, description="Number of self-training iterations (iter-000 ... iter-N-1)."
     )
     seed: int = Field(0, description="Master seed; every stage derives its own seeds from it.")
+    retries: int = Field(
+        0,
+        ge=0,
+        description="Retries of a stage that failed of something other than a user error (Prefect task retries;"
+        " the same without Prefect). Safe: a retried stage resumes from its finished shards or checkpoint.",
+    )
+    retry_delay_seconds: float = Field(0, ge=0, description="Wait before each stage retry.")
 
 
 class BootstrapConfig(Section):

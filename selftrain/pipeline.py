@@ -57,6 +57,10 @@ class StaleError(StoreError):
     """A completed stage no longer matches the config; the message names the keys that changed."""
 
 
+class StageCrashed(StoreError):
+    """A stage's own process died (engine crash, OOM kill): unlike other StoreErrors, worth a retry."""
+
+
 def upstream_of(cfg: Config, iteration: int, stage: str) -> list[tuple[int, str]]:
     prev = [(iteration - 1, "train")] if iteration > 0 else []
     return {
@@ -257,4 +261,4 @@ def run_stage_subprocess(cfg: Config, store: RunStore, iteration: int, stage: st
         store.record_child(None)
         relay.join(timeout=30)
     if code != 0:
-        raise StoreError(f"iter-{iteration:03d}/{stage} failed in its subprocess (exit code {code})")
+        raise StageCrashed(f"iter-{iteration:03d}/{stage} failed in its subprocess (exit code {code})")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from selftrain.config import Config, dump_config
 from selftrain.pipeline import (
+    StageCrashed,
     StaleError,
     damaged_message,
     execute_stage,
@@ -61,7 +63,36 @@ def run_iteration(run_dir: str, iteration: int, rebuild_stale: bool = False) -> 
     store = RunStore(run_dir)
     cfg = load_config(store.config_path)
     for stage in STAGES:
-        execute_stage(cfg, store, iteration, stage, rebuild_stale=rebuild_stale)
+        for attempt in range(cfg.run.retries + 1):
+            try:
+                execute_stage(cfg, store, iteration, stage, rebuild_stale=rebuild_stale)
+                break
+            except Exception as e:  # noqa: BLE001 - decided by is_retryable
+                if attempt == cfg.run.retries or not is_retryable(e):
+                    raise
+                log.warning(
+                    "iter-%03d/%s failed (%s: %s); retry %d of %d in %gs, resuming from what it finished",
+                    iteration,
+                    stage,
+                    type(e).__name__,
+                    str(e).splitlines()[0] if str(e) else "",
+                    attempt + 1,
+                    cfg.run.retries,
+                    cfg.run.retry_delay_seconds,
+                )
+                time.sleep(cfg.run.retry_delay_seconds)
+
+
+def is_retryable(error: BaseException) -> bool:
+    """A crash (engine, process, OOM) may pass on a retry; a user error (bad config or data, stale or damaged
+    store, locked run) fails the same way again, so it is not retried."""
+    from selftrain.config import ConfigError
+    from selftrain.data.sources import DataError
+    from selftrain.registry import UnknownNameError
+
+    if isinstance(error, StageCrashed):
+        return True
+    return not isinstance(error, (ConfigError, DataError, UnknownNameError, FileNotFoundError, StoreError))
 
 
 def run(cfg: Config, rebuild_stale: bool = False, iteration_fn: IterationFn = run_iteration) -> RunStore:
