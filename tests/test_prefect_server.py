@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 
 from selftrain.config import load_config
-from selftrain.runner import prepare
 from selftrain.store import RunStore
 
-from .conftest import ROOT, tiny_recipe, write_recipe
+from .conftest import ROOT, cli, tiny_recipe, write_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -81,10 +80,10 @@ def test_deployment_run_executes_an_iteration(tmp_path, tiny_model):
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        cfg = load_config(write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path, tiny_model)))
-        store = RunStore(cfg.run_dir())
-        with store.lock():
-            prepare(cfg, store, rebuild_stale=False)
+        recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path, tiny_model))
+        init = cli("init", str(recipe))  # README's deployment steps: the run folder first
+        assert init.returncode == 0, init.stderr[-2000:]
+        store = RunStore(load_config(recipe).run_dir())
         run_dir = str(store.run_dir.resolve())
         deadline = time.monotonic() + 60
         while True:  # the deployment exists once `serve` has registered it
