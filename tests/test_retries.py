@@ -79,3 +79,17 @@ def test_prefect_task_options_from_config():
     assert retry_unless_user_error(task, None, state(RuntimeError("EngineDeadError")))
     assert retry_unless_user_error(task, None, state(StageCrashed("exit -9")))
     assert not retry_unless_user_error(task, None, state(StoreError("iter-000/sample is stale")))
+
+
+def test_zombie_automation_crashes_silent_runs_only():
+    """The automation flows.deploy creates: a flow run whose heartbeats stop for 3 periods without a final
+    state is set CRASHED (the end-to-end check, with a SIGKILLed worker, is in test_prefect_server)."""
+    from flows.zombies import zombie_automation
+
+    auto = zombie_automation(30)
+    trigger = auto.trigger
+    assert trigger.posture == "Proactive" and trigger.within.total_seconds() == 90
+    assert trigger.after == {"prefect.flow-run.heartbeat"}
+    assert {"prefect.flow-run.Completed", "prefect.flow-run.Crashed"} <= trigger.expect
+    assert trigger.for_each == {"prefect.resource.id"}
+    assert [a.state for a in auto.actions] == ["CRASHED"]
