@@ -30,6 +30,13 @@ class RunConfig(Section):
         2, ge=1, description="Number of self-training iterations (iter-000 ... iter-N-1)."
     )
     seed: int = Field(0, description="Master seed; every stage derives its own seeds from it.")
+    retries: int = Field(
+        0,
+        ge=0,
+        description="Retries of a stage that failed of something other than a user error (Prefect task retries;"
+        " the same without Prefect). Safe: a retried stage resumes from its finished shards or checkpoint.",
+    )
+    retry_delay_seconds: float = Field(0, ge=0, description="Wait before each stage retry.")
 
 
 class BootstrapConfig(Section):
@@ -357,7 +364,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text())
+            from selftrain.faults import read_text_utf8
+
+            loaded = yaml.safe_load(read_text_utf8(path, ConfigError))
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
         if loaded is not None and not isinstance(loaded, dict):

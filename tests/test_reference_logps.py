@@ -29,9 +29,7 @@ def _pairs(path: Path) -> str:
     return str(path)
 
 
-def _train(
-    model: Path, files: list[str], out: Path, cache: Path, precompute: bool, init=None, reference="base"
-):
+def _train(model: Path, files, out: Path, cache: Path, precompute: bool, init=None, reference="base"):
     from selftrain.config import load_config
     from selftrain.training.dpo import train_dpo
 
@@ -63,7 +61,9 @@ TOL = 1e-4
 
 
 def test_precomputed_reference_logps_match_trl_and_are_reused(tiny_model, tmp_path, monkeypatch):
-    files = [_pairs(tmp_path / "pairs.parquet")]
+    import pyarrow.parquet as pq
+
+    files = pq.read_table(_pairs(tmp_path / "pairs.parquet"))
     cache = tmp_path / "cache"
     _, per_step = _train(tiny_model, files, tmp_path / "trl", cache, precompute=False)
     stats, pre = _train(tiny_model, files, tmp_path / "ours", cache, precompute=True)

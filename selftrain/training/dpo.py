@@ -13,11 +13,14 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from selftrain.config import Config
 from selftrain.stages.common import maybe_kill
 from selftrain.store import atomic_write_text
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,7 @@ def latest_checkpoint(ckpt_dir: Path) -> str | None:
 
 def train_dpo(
     cfg: Config,
-    pair_files: list[str],
+    pairs: pa.Table,
     out_dir: Path,
     init_adapter: str | None,
     ref_cache_root: Path | None = None,
@@ -72,7 +75,7 @@ def train_dpo(
     `ref_cache_root/<key>` (default: `out_dir/../../cache/reference-logps`). Returns summary metrics (the last
     logged DPO metrics, steps, runtime, what happened to the reference log-probs)."""
     import torch
-    from datasets import load_dataset
+    from datasets import Dataset
     from peft import LoraConfig, PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
@@ -101,8 +104,8 @@ def train_dpo(
             target_modules=t.lora.target_modules,
             task_type="CAUSAL_LM",
         )
-    dataset = load_dataset("parquet", data_files=pair_files, split="train")
-    dataset = dataset.select_columns(["prompt", "chosen", "rejected"])
+    # pairs read (and sha256-checked) by the store, not re-read from the files behind its back
+    dataset = Dataset(pairs.select(["prompt", "chosen", "rejected"]).combine_chunks())
     ckpt_dir = out_dir / "checkpoints"
     use_cpu = not torch.cuda.is_available()
     args = DPOConfig(
@@ -140,7 +143,7 @@ def train_dpo(
         from selftrain.training import reference_logps as refs
 
         identity = refs.reference_identity(cfg.model.path, t.reference, init_adapter)
-        key = refs.cache_key(pair_files, identity, t.max_length, t.bf16)
+        key = refs.cache_key(dataset.data.table, identity, t.max_length, t.bf16)
         root = ref_cache_root or out_dir.parent.parent / "cache" / "reference-logps"
         trainer_class = refs.caching_trainer_class(root / key, {"reference": identity}, ref_record)
     trainer = trainer_class(

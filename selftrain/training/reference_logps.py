@@ -3,7 +3,7 @@
 DPO needs log p_ref(chosen) and log p_ref(rejected) for every pair. TRL computes them with a reference forward
 pass in every step; with `precompute_ref_log_probs` it computes them once before training (its own
 `compute_ref_log_probs`, so the values are TRL's by construction) but keeps them only in the datasets cache.
-Here they are stored in the run folder under a key of everything they depend on — the pair files' content, the
+Here they are stored in the run folder under a key of everything they depend on — the pairs' text, the
 reference model (the base, or adapter i-1's weights for `training.reference: previous`), the tokenisation
 length and precision — so a resumed training and a rerun of the train stage read them back instead of running
 the reference model again, and a change to any of those makes a new key (the old values are never reused).
@@ -28,12 +28,21 @@ SCHEMA = pa.schema([("ref_chosen_logps", pa.float64()), ("ref_rejected_logps", p
 DATA, META = "reference_logps.parquet", "meta.json"
 
 
-def cache_key(pair_files: list[str], reference: dict[str, Any], max_length: int, bf16: bool) -> str:
-    """Content-addressed: the pairs' bytes and the reference model's identity, not their paths or run ids."""
+def table_sha256(table: pa.Table) -> str:
+    """The content of the pairs (prompt, chosen, rejected, in order), independent of how it was sharded."""
+    digest = hashlib.sha256()
+    for column in ("prompt", "chosen", "rejected"):
+        for value in table.column(column).to_pylist():
+            digest.update(value.encode() + b"\0")
+    return digest.hexdigest()
+
+
+def cache_key(pairs: pa.Table, reference: dict[str, Any], max_length: int, bf16: bool) -> str:
+    """Content-addressed: the pairs' text and the reference model's identity, not their paths or run ids."""
     import trl
 
     parts = {
-        "pairs": [sha256_file(Path(f)) for f in pair_files],
+        "pairs": table_sha256(pairs),
         "reference": reference,
         "max_length": max_length,
         "bf16": bf16,
