@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -66,6 +67,24 @@ def _write_report(run_dir: Path) -> Path:
     return build_report(run_dir).html.resolve()
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from selftrain.config import load_config
+    from selftrain.runner import init_run
+
+    overrides = list(args.set or [])
+    if args.iterations is not None:
+        overrides.append(f"run.iterations={args.iterations}")
+    cfg = load_config(args.config, overrides)
+    store = init_run(cfg)
+    _out(f"run folder ready: {store.run_dir} (config {store.config_path})")
+    _out("start it from a deployment with:")
+    _out(
+        f"  prefect deployment run 'self-training/selftrain' --param run={store.run_dir} "
+        f"--param iterations={cfg.run.iterations}"
+    )
+    return 0
+
+
 def _print_accuracy(rows: list) -> None:
     if not rows:
         return
@@ -96,11 +115,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         for stage in STAGES:
             st = stage_state(cfg, store, it, stage)
             cells.append(f"{st.status:<9}")
-            if st.status in ("stale", "failed"):
+            if st.status in ("stale", "failed", "damaged"):
                 notes.append(f"  iter-{it:03d}/{stage} {st.status}: {'; '.join(st.reasons)}")
         _out(f"{it:>9}  " + "  ".join(cells))
     for n in notes:
         _out(n)
+    if any(" damaged: " in n for n in notes):
+        _out(
+            f"  (sizes checked; `selftrain verify {store.run_dir}` checks every sha256 and says what to rerun)"
+        )
     from selftrain.runner import accuracy_table
 
     _print_accuracy(accuracy_table(store))
@@ -124,6 +147,28 @@ def cmd_rerun(args: argparse.Namespace) -> int:
         _out("now stale (later iterations used the old output): " + ", ".join(stale))
         _out(f"  redo them with: selftrain run {store.config_path} --rebuild-stale")
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from selftrain.store import RunStore, StoreError
+    from selftrain.verify import repairs, verify_run
+
+    store = RunStore(args.run)
+    if not store.config_path.exists():
+        raise StoreError(f"{args.run} is not a run folder (no config.yaml)")
+    checked, damaged = verify_run(store)
+    for it, stage, problems in damaged:
+        _out(f"iter-{it:03d}/{stage} damaged: {'; '.join(problems)}")
+    _out(
+        f"checked {checked.stages} complete stage(s), {checked.files} file(s), {checked.bytes / 2**20:.1f} MiB: "
+        f"{len(damaged)} damaged"
+    )
+    fixes = repairs(store, damaged)
+    if fixes:
+        _out("to repair, run in this order:")
+        for command in fixes:
+            _out(f"  {command}")
+    return 1 if damaged else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -192,9 +237,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-prefect", action="store_true", help="run the stages without Prefect")
     r.set_defaults(fn=cmd_run)
 
-    s = sub.add_parser("status", help="iterations x stages: done / stale / partial / failed / missing")
+    i = sub.add_parser("init", help="create the run folder (config.yaml, model) for a Prefect deployment")
+    i.add_argument(
+        "config", nargs="?", default=DEFAULT_RECIPE, help=f"YAML recipe (default {DEFAULT_RECIPE})"
+    )
+    i.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    i.add_argument("--iterations", type=int, help="shorthand for --set run.iterations=N")
+    i.set_defaults(fn=cmd_init)
+
+    s = sub.add_parser(
+        "status", help="iterations x stages: done / damaged / stale / partial / failed / missing"
+    )
     s.add_argument("run", help="run folder, e.g. artifacts/runs/tiny-cpu")
     s.set_defaults(fn=cmd_status)
+
+    v = sub.add_parser("verify", help="check every file of every complete stage against its sha256")
+    v.add_argument("run", help="run folder")
+    v.set_defaults(fn=cmd_verify)
 
     rr = sub.add_parser("rerun", help="redo one stage of one iteration and what depends on it")
     rr.add_argument("run")
@@ -242,9 +301,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted; rerun the same command to resume")
         return 130
+    except BrokenPipeError:
+        # `selftrain status RUN | head`: the reader left, as with any Unix filter; no traceback, no message
+        # (stdout points at /dev/null so that the interpreter's final flush does not fail again)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except Exception as e:  # noqa: BLE001 - the CLI boundary
+        from selftrain.faults import environment_error_line
+
         if isinstance(e, _user_errors()) or _is_user_error(e):
             _err(str(e).splitlines()[0] if str(e) else type(e).__name__)
+            return 2
+        line = environment_error_line(e)  # disk full, read-only folder: the machine, not a bug
+        if line is not None:
+            _err(line)
             return 2
         raise
 

@@ -30,6 +30,13 @@ class RunConfig(Section):
         2, ge=1, description="Number of self-training iterations (iter-000 ... iter-N-1)."
     )
     seed: int = Field(0, description="Master seed; every stage derives its own seeds from it.")
+    retries: int = Field(
+        0,
+        ge=0,
+        description="Retries of a stage that failed of something other than a user error (Prefect task retries;"
+        " the same without Prefect). Safe: a retried stage resumes from its finished shards or checkpoint.",
+    )
+    retry_delay_seconds: float = Field(0, ge=0, description="Wait before each stage retry.")
 
 
 class BootstrapConfig(Section):
@@ -163,6 +170,12 @@ class TrainingConfig(Section):
     save_steps: int = Field(200, ge=1, description="Checkpoint every N steps (the unit of resume).")
     logging_steps: int = Field(10, ge=1, description="Log metrics every N steps.")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Linear warm-up share of the steps.")
+    precompute_ref_logps: bool = Field(
+        True,
+        description="Compute the reference log-probs of every pair once, before training, and keep them in "
+        "<run>/cache/reference-logps/<key> (reused on resume and rerun); false = a reference forward pass in "
+        "every step, as TRL's default.",
+    )
     lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
         "linear",
         description="Learning-rate schedule within an iteration's training (the paper: constant, which is "
@@ -351,7 +364,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text())
+            from selftrain.faults import read_text_utf8
+
+            loaded = yaml.safe_load(read_text_utf8(path, ConfigError))
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
         if loaded is not None and not isinstance(loaded, dict):
@@ -360,7 +375,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if overrides:
         # Overrides apply on top of the defaults *and* the recipe: expand the recipe first so that e.g.
         # `--set data.train.0.limit=5` can address a list item the recipe left at its default.
-        base = Config.model_validate(tree) if tree else Config()
+        base = _validate(tree, origin) if tree else Config()
         merged = base.model_dump(mode="json", exclude_unset=False)
         _deep_update(merged, tree)
         tree = merged
@@ -371,6 +386,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             except (IndexError, ValueError, TypeError, KeyError):
                 raise ConfigError(f"--set {text}: no such key '{key}'") from None
         origin = f"{origin} + --set"
+    return _validate(tree, origin)
+
+
+def _validate(tree: dict[str, Any], origin: str) -> Config:
+    """Every validation goes through here, so a bad recipe is a one-line error with or without --set."""
     try:
         return Config.model_validate(tree)
     except ValidationError as e:

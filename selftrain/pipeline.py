@@ -20,7 +20,18 @@ from typing import Any
 from selftrain.config import Config, flatten
 from selftrain.engines.base import resolve_engine_name
 from selftrain.procs import kill_group
-from selftrain.store import FAILED, STAGES, STARTED, Manifest, RunStore, StoreError, fingerprint, move_aside
+from selftrain.store import (
+    FAILED,
+    STAGES,
+    STARTED,
+    Manifest,
+    RunStore,
+    StoreError,
+    damage,
+    fingerprint,
+    move_aside,
+    verify_stage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +75,10 @@ class StaleError(StoreError):
     """A completed stage no longer matches the config; the message names the keys that changed."""
 
 
+class StageCrashed(StoreError):
+    """A stage's own process died (engine crash, OOM kill): unlike other StoreErrors, worth a retry."""
+
+
 def upstream_of(cfg: Config, iteration: int, stage: str) -> list[tuple[int, str]]:
     prev = [(iteration - 1, "train")] if iteration > 0 else []
     return {
@@ -98,7 +113,7 @@ def stage_config(cfg: Config, stage: str) -> dict[str, Any]:
 class StageState:
     iteration: int
     stage: str
-    status: str  # done | stale | partial | failed | missing | blocked
+    status: str  # done | damaged | stale | partial | failed | missing | blocked
     reasons: list[str] = field(default_factory=list)
     manifest: Manifest | None = None
 
@@ -126,6 +141,9 @@ def stage_state(cfg: Config, store: RunStore, iteration: int, stage: str) -> Sta
         if (d / STARTED).exists():
             return StageState(iteration, stage, "partial")
         return StageState(iteration, stage, "missing" if exp else "blocked")
+    problems = damage(d, m)  # sizes only (a stat per file), and what `selftrain verify` recorded
+    if problems:
+        return StageState(iteration, stage, "damaged", problems, m)
     if exp is None:
         return StageState(iteration, stage, "stale", ["an upstream stage is missing"], m)
     fp, conf, upstream = exp
@@ -138,6 +156,17 @@ def stage_state(cfg: Config, store: RunStore, iteration: int, stage: str) -> Sta
     ]
     reasons += [f"upstream {k} was rebuilt" for k in upstream if upstream[k] != m.upstream.get(k)]
     return StageState(iteration, stage, "stale", reasons or ["schema version changed"], m)
+
+
+def rerun_command(store: RunStore, iteration: int, stage: str) -> str:
+    return f"selftrain rerun {store.run_dir} --iteration {iteration} --stage {stage}"
+
+
+def damaged_message(store: RunStore, state: StageState) -> str:
+    return (
+        f"iter-{state.iteration:03d}/{state.stage} is damaged ({'; '.join(state.reasons)}): "
+        f"`{rerun_command(store, state.iteration, state.stage)}` redoes it (or run with --rebuild-stale)"
+    )
 
 
 def use_subprocess(cfg: Config, stage: str) -> bool:
@@ -169,6 +198,10 @@ def execute_stage(
         return state.manifest
     if state.status == "blocked":
         raise StoreError(f"{where}: an upstream stage is not complete")
+    if state.status == "damaged":
+        if not rebuild_stale:
+            raise StoreError(damaged_message(store, state))
+        invalidate(store, iteration, stage)
     if state.status == "stale":
         if not rebuild_stale:
             raise StaleError(
@@ -180,6 +213,10 @@ def execute_stage(
         log.info("%s: resuming an interrupted attempt", where)
     exp = expected(cfg, store, iteration, stage)
     assert exp is not None
+    # Damaged inputs are named here, in one line, before a stage (maybe in a subprocess, under accelerate)
+    # starts and fails on them with a library's traceback.
+    for it, st in upstream_of(cfg, iteration, stage):
+        verify_stage(store.stage_dir(it, st))
     if use_subprocess(cfg, stage):
         run_stage_subprocess(cfg, store, iteration, stage)
     else:
@@ -245,4 +282,4 @@ def run_stage_subprocess(cfg: Config, store: RunStore, iteration: int, stage: st
         store.record_child(None)
         relay.join(timeout=30)
     if code != 0:
-        raise StoreError(f"iter-{iteration:03d}/{stage} failed in its subprocess (exit code {code})")
+        raise StageCrashed(f"iter-{iteration:03d}/{stage} failed in its subprocess (exit code {code})")

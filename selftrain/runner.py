@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from selftrain.config import Config, dump_config
-from selftrain.pipeline import StaleError, execute_stage, invalidate, stage_state, upstream_of
-from selftrain.store import STAGES, RunStore, atomic_write_text, read_stage
+from selftrain.pipeline import (
+    StageCrashed,
+    StaleError,
+    damaged_message,
+    execute_stage,
+    invalidate,
+    stage_state,
+    upstream_of,
+)
+from selftrain.store import STAGES, RunStore, StoreError, atomic_write_text, verify_stage
 from selftrain.tiny import ensure_model
 
 log = logging.getLogger(__name__)
@@ -27,12 +36,24 @@ def prepare(cfg: Config, store: RunStore, rebuild_stale: bool) -> None:
         for it in range(cfg.run.iterations):
             for stage in STAGES:
                 st = stage_state(cfg, store, it, stage)
+                if st.status == "damaged":
+                    raise StoreError(damaged_message(store, st))
                 if st.status == "stale":
                     raise StaleError(
                         f"iter-{it:03d}/{stage} is stale ({'; '.join(st.reasons)}). Nothing was changed. "
                         f"Rerun with --rebuild-stale to move stale outputs aside and redo them, or undo the change."
                     )
     atomic_write_text(store.config_path, dump_config(cfg))
+
+
+def init_run(cfg: Config) -> RunStore:
+    """Create (or update) the run folder without running a stage: the model is there (or built), nothing
+    complete is stale, config.yaml is written. What a Prefect deployment needs before its first flow run,
+    since the flows read the run's config.yaml and do not build models."""
+    store = RunStore(cfg.run_dir())
+    with store.lock():
+        prepare(cfg, store, rebuild_stale=False)
+    return store
 
 
 def run_iteration(run_dir: str, iteration: int, rebuild_stale: bool = False) -> None:
@@ -42,7 +63,36 @@ def run_iteration(run_dir: str, iteration: int, rebuild_stale: bool = False) -> 
     store = RunStore(run_dir)
     cfg = load_config(store.config_path)
     for stage in STAGES:
-        execute_stage(cfg, store, iteration, stage, rebuild_stale=rebuild_stale)
+        for attempt in range(cfg.run.retries + 1):
+            try:
+                execute_stage(cfg, store, iteration, stage, rebuild_stale=rebuild_stale)
+                break
+            except Exception as e:  # noqa: BLE001 - decided by is_retryable
+                if attempt == cfg.run.retries or not is_retryable(e):
+                    raise
+                log.warning(
+                    "iter-%03d/%s failed (%s: %s); retry %d of %d in %gs, resuming from what it finished",
+                    iteration,
+                    stage,
+                    type(e).__name__,
+                    str(e).splitlines()[0] if str(e) else "",
+                    attempt + 1,
+                    cfg.run.retries,
+                    cfg.run.retry_delay_seconds,
+                )
+                time.sleep(cfg.run.retry_delay_seconds)
+
+
+def is_retryable(error: BaseException) -> bool:
+    """A crash (engine, process, OOM) may pass on a retry; a user error (bad config or data, stale or damaged
+    store, locked run) fails the same way again, so it is not retried."""
+    from selftrain.config import ConfigError
+    from selftrain.data.sources import DataError
+    from selftrain.registry import UnknownNameError
+
+    if isinstance(error, StageCrashed):
+        return True
+    return not isinstance(error, (ConfigError, DataError, UnknownNameError, FileNotFoundError, StoreError))
 
 
 def run(cfg: Config, rebuild_stale: bool = False, iteration_fn: IterationFn = run_iteration) -> RunStore:
@@ -62,9 +112,10 @@ def rerun(
 
     cfg = load_config(store.config_path)
     with store.lock():
-        # inputs must be readable before anything is moved aside, or a failed rerun would leave a hole
+        # inputs must be intact before anything is moved aside, or a failed rerun would leave a hole; the
+        # upstream may be a policy (adapter files, no shards), so check checksums rather than read a table
         for it, st in upstream_of(cfg, iteration, stage):
-            read_stage(store.stage_dir(it, st), verify=True)
+            verify_stage(store.stage_dir(it, st))
         moved = invalidate(store, iteration, stage)
         for path in moved:
             log.info("moved aside: %s", path)

@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import socket
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +28,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "_manifest.json"
 STARTED = "_started.json"  # fingerprint of a stage in progress: finished shards are reused only if it matches
 FAILED = "_failed.json"
+DAMAGED = "_damaged.json"  # written by `selftrain verify` when a file's sha256 differs from the manifest
 
 # stage name -> folder name, in DAG order
 STAGES = ["questions", "sample", "score", "pairs", "train", "evaluate"]
@@ -50,6 +50,9 @@ class ShardInfo(BaseModel):
     name: str
     rows: int
     sha256: str
+    bytes: int | None = Field(
+        None, description="File size: `status` compares it (cheap); None in old manifests."
+    )
 
 
 class Manifest(BaseModel):
@@ -88,8 +91,12 @@ def sha256_file(path: Path) -> str:
 
 def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed write (disk full) leaves no half-written temp file behind
+        raise
 
 
 def shard_name(index: int) -> str:
@@ -101,9 +108,18 @@ def write_shard(out_dir: Path, index: int, rows: list[dict[str, Any]], schema: p
     table = pa.Table.from_pylist(rows, schema=schema)
     path = out_dir / shard_name(index)
     tmp = out_dir / f".{path.name}.tmp-{os.getpid()}"
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-    return ShardInfo(name=path.name, rows=table.num_rows, sha256=sha256_file(path))
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave half a shard behind
+        raise
+    return file_info(path, table.num_rows)
+
+
+def file_info(path: Path, rows: int = 0) -> ShardInfo:
+    """What a manifest records of one output file: name, rows, sha256 and size."""
+    return ShardInfo(name=path.name, rows=rows, sha256=sha256_file(path), bytes=path.stat().st_size)
 
 
 def read_shard(path: Path) -> pa.Table:
@@ -113,22 +129,63 @@ def read_shard(path: Path) -> pa.Table:
         raise StoreError(f"corrupt shard {path}: {str(e).splitlines()[0]}") from None
 
 
-def read_stage(stage_dir: Path, verify: bool = True) -> pa.Table:
-    """All shards of a completed stage as one table; with `verify`, checks sha256 against the manifest."""
+def verify_stage(stage_dir: Path) -> Manifest:
+    """Check that a completed stage of any kind (table or policy) is intact: every shard and file its
+    manifest lists exists with the recorded sha256. Raises StoreError naming the first bad file."""
     manifest = load_manifest(stage_dir)
     if manifest is None:
         raise StoreError(f"{stage_dir} is not complete (no {MANIFEST})")
+    for entry in [*manifest.shards, *manifest.files]:
+        _check_file(stage_dir / entry.name, entry)
+    return manifest
+
+
+def damage(stage_dir: Path, manifest: Manifest, checksums: bool = False) -> list[str]:
+    """What is wrong with a completed stage's files: missing, a size other than the manifest's (a stat per
+    file, cheap enough for every `status`), with `checksums` a sha256 that differs; plus what an earlier
+    `selftrain verify` found and recorded. Empty when intact."""
+    problems = []
+    for entry in [*manifest.shards, *manifest.files]:
+        path = stage_dir / entry.name
+        if not path.is_file():
+            problems.append(f"{entry.name} is missing")
+        elif entry.bytes is not None and path.stat().st_size != entry.bytes:
+            problems.append(f"{entry.name} has {path.stat().st_size} bytes, the manifest says {entry.bytes}")
+        elif checksums and sha256_file(path) != entry.sha256:
+            problems.append(f"{entry.name}: sha256 differs from the manifest")
+    if not checksums and (stage_dir / DAMAGED).exists():
+        with contextlib.suppress(OSError, ValueError):
+            problems += json.loads((stage_dir / DAMAGED).read_text()).get("problems", [])
+    return problems
+
+
+def _check_file(path: Path, entry: ShardInfo) -> None:
+    kind = "shard" if path.suffix == ".parquet" else "file"
+    if not path.exists():
+        raise StoreError(f"missing {kind} {path} (listed in {MANIFEST})")
+    if sha256_file(path) != entry.sha256:
+        raise StoreError(f"corrupt {kind} {path}: sha256 differs from {MANIFEST}")
+
+
+def read_stage(stage_dir: Path, verify: bool = True) -> pa.Table:
+    """All shards of a completed stage as one table; with `verify`, checks sha256 against the manifest."""
+    from selftrain.schemas import BY_STAGE
+
+    manifest = load_manifest(stage_dir)
+    if manifest is None:
+        raise StoreError(f"{stage_dir} is not complete (no {MANIFEST})")
+    if manifest.stage not in BY_STAGE:
+        # a policy folder holds an adapter, not Parquet: callers that only need it intact use verify_stage
+        raise StoreError(f"{stage_dir} holds the {manifest.stage} stage's files, not a table")
     tables = []
     for shard in manifest.shards:
         path = stage_dir / shard.name
-        if not path.exists():
+        if verify:
+            _check_file(path, shard)
+        elif not path.exists():
             raise StoreError(f"missing shard {path} (listed in {MANIFEST})")
-        if verify and sha256_file(path) != shard.sha256:
-            raise StoreError(f"corrupt shard {path}: sha256 differs from {MANIFEST}")
         tables.append(read_shard(path))
     if not tables:
-        from selftrain.schemas import BY_STAGE
-
         return BY_STAGE[manifest.stage].empty_table()
     return pa.concat_tables(tables)
 
@@ -145,7 +202,7 @@ def load_manifest(stage_dir: Path) -> Manifest | None:
 
 def write_manifest(stage_dir: Path, manifest: Manifest) -> None:
     atomic_write_text(stage_dir / MANIFEST, manifest.model_dump_json(indent=2))
-    for marker in (STARTED, FAILED):
+    for marker in (STARTED, FAILED, DAMAGED):
         (stage_dir / marker).unlink(missing_ok=True)
 
 
@@ -198,68 +255,17 @@ class RunStore:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """One writer per run folder. A lock left by a dead process on this host is taken over."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        path = self.run_dir / ".lock"
-        if os.environ.get("SELFTRAIN_LOCK_OWNER") == str(os.getpid()) and path.exists():
-            yield  # re-entrant: a flow inside `selftrain run` already holds it
-            return
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": now()}
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                try:
-                    owner = json.loads(path.read_text() or "{}")
-                except (OSError, ValueError):
-                    owner = {}
-                if owner.get("host") == me["host"] and not _pid_alive(int(owner.get("pid", -1))):
-                    log.warning("taking over a lock left by dead process %s", owner.get("pid"))
-                    from selftrain.procs import kill_group
+        """One writer per run folder (see selftrain.runlock: atomic, and a dead or empty lock is taken over)."""
+        from selftrain import runlock
 
-                    kill_group(owner.get("child_pgid"))  # e.g. a vLLM engine its stage left behind
-                    path.unlink(missing_ok=True)
-                    continue
-                raise StoreError(
-                    f"run folder {self.run_dir} is in use by pid {owner.get('pid')} on {owner.get('host')} "
-                    f"since {owner.get('since')} (lock file {path})"
-                ) from None
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            break
-        os.environ["SELFTRAIN_LOCK_OWNER"] = str(os.getpid())
-        try:
+        with runlock.hold(self.run_dir):
             yield
-        finally:
-            os.environ.pop("SELFTRAIN_LOCK_OWNER", None)
-            with contextlib.suppress(FileNotFoundError):
-                if json.loads(path.read_text()).get("pid") == os.getpid():
-                    path.unlink()
 
     def record_child(self, pgid: int | None) -> None:
         """Note (in the lock file) the process group of a stage subprocess this run is waiting for."""
-        path = self.run_dir / ".lock"
-        with contextlib.suppress(OSError, ValueError):
-            info = json.loads(path.read_text())
-            if info.get("pid") == os.getpid():
-                info["child_pgid"] = pgid
-                atomic_write_text(path, json.dumps(info))
+        from selftrain import runlock
 
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie (killed, not yet reaped) is dead for our purposes
-    with contextlib.suppress(OSError):
-        if "State:\tZ" in Path(f"/proc/{pid}/status").read_text():
-            return False
-    return True
+        runlock.record_child(self.run_dir, pgid)
 
 
 class StageWriter:
@@ -289,9 +295,11 @@ class StageWriter:
         except (pa.ArrowInvalid, OSError):
             log.warning("redoing unreadable shard %s", path)
             return None
-        return ShardInfo(name=path.name, rows=rows, sha256=sha256_file(path))
+        return file_info(path, rows)
 
     def record_failure(self, error: BaseException) -> None:
-        atomic_write_text(
-            self.dir / FAILED, json.dumps({"error": f"{type(error).__name__}: {error}", "at": now()})
-        )
+        # best effort: on a full disk this write fails too, and must not hide the error being recorded
+        with contextlib.suppress(OSError):
+            atomic_write_text(
+                self.dir / FAILED, json.dumps({"error": f"{type(error).__name__}: {error}", "at": now()})
+            )

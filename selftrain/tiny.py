@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import string
 import time
 from pathlib import Path
@@ -165,13 +166,30 @@ def _check_built_with(path: Path, bootstrap: BootstrapConfig) -> None:
 
 def ensure_model(path: str, bootstrap: BootstrapConfig | None) -> None:
     """Build the tiny model at `path` if it is absent and the recipe says how; otherwise check it exists."""
-    p = Path(path)
+    from selftrain.config import ConfigError
+
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        # refused before anything runs: building "there" would pre-train for minutes, then fail on save
+        raise ConfigError(f"model.path: {path} is a file, not a model folder")
     if (p / "config.json").exists():
         if bootstrap is not None:
             _check_built_with(p, bootstrap)
         return
+    if p.is_dir() and any(p.iterdir()):
+        raise ConfigError(f"model.path: {path} is a folder without a model in it (no config.json)")
     if bootstrap is not None:
-        build_tiny_model(p, bootstrap)
+        log.warning(
+            "model.path %s holds no model: building the tiny model there, as the recipe's model.bootstrap "
+            "section asks (%d steps)",
+            path,
+            bootstrap.steps,
+        )
+        try:
+            build_tiny_model(p, bootstrap)
+        finally:
+            # a build that failed (disk full, interrupted) must not leave its temp folder behind
+            shutil.rmtree(p.with_name(f".{p.name}.tmp-{os.getpid()}"), ignore_errors=True)
         return
     looks_local = path.startswith((".", "/", "~")) or p.exists() or path.count("/") != 1
     if looks_local:

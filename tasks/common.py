@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from prefect.artifacts import create_markdown_artifact
 
-from selftrain.config import load_config
+from selftrain.config import Config, load_config
 from selftrain.pipeline import execute_stage
 from selftrain.report.summary import stage_markdown
 from selftrain.store import RunStore
@@ -23,3 +24,22 @@ def run_stage_task(run: str, iteration: int, stage: str, rebuild_stale: bool) ->
         description=f"{stage} output of {store.run_dir}",
     )
     return {"stage": stage, "iteration": iteration, "rows": manifest.rows, "stats": manifest.stats}
+
+
+def task_options(cfg: Config) -> dict[str, Any]:
+    """Per-run options for the stage tasks (`Task.with_options`): retries come from the run's config, since the
+    @task decorators are fixed at import time. A retry is safe: the stage resumes from what it finished."""
+    return {
+        "retries": cfg.run.retries,
+        "retry_delay_seconds": cfg.run.retry_delay_seconds,
+        "retry_condition_fn": retry_unless_user_error,
+    }
+
+
+def retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's retry_condition_fn: a user error (bad config, stale or damaged store) would fail again."""
+    from selftrain.runner import is_retryable
+
+    del task, task_run
+    error = state.data if isinstance(state.data, BaseException) else None
+    return error is None or is_retryable(error)

@@ -97,3 +97,23 @@ def test_paper_recipe_launches_zero2_on_four_gpus():
     assert t.bf16 and t.gradient_checkpointing and t.save_steps == 200 and t.max_grad_norm == 1.0
     launch = yaml.safe_load((ROOT / t.accelerate_config).read_text())
     assert launch["num_processes"] == 4 and launch["deepspeed_config"]["zero_stage"] == 2
+
+
+def test_bad_recipe_with_overrides_is_still_one_line(tmp_path):
+    """A recipe error together with --set used to escape as a pydantic traceback."""
+    recipe = write_recipe(tmp_path / "r.yaml", {"sampling": {"temprature": 0.7}})
+    with pytest.raises(ConfigError, match=r"unknown config key 'sampling.temprature'.*temperature"):
+        load_config(recipe, ["run.iterations=1"])
+    proc = cli("run", str(recipe), "--set", "run.iterations=1", "--no-prefect")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_auto_engine_picks_vllm_when_importable(monkeypatch):
+    from selftrain.engines import base
+
+    monkeypatch.setattr(base, "vllm_available", lambda: True)
+    assert base.resolve_engine_name("auto") == "vllm"
+    monkeypatch.setattr(base, "vllm_available", lambda: False)
+    assert base.resolve_engine_name("auto") == "hf"
+    assert base.resolve_engine_name("hf") == "hf"

@@ -224,10 +224,12 @@ def _pairs_file(path: Path) -> str:
 def test_dpo_reference_is_the_base_or_the_previous_adapter(tiny_model, tmp_path):
     """With a continued adapter, the first step's DPO rewards are 0 against a frozen copy of it (reference:
     previous) and not 0 against the base model (reference: base, the paper): the policy already differs."""
+    import pyarrow.parquet as pq
+
     from selftrain.config import load_config
     from selftrain.training.dpo import train_dpo
 
-    files = [_pairs_file(tmp_path / "pairs.parquet")]
+    pairs = pq.read_table(_pairs_file(tmp_path / "pairs.parquet"))
 
     def train(out: str, init: str | None, reference: str) -> list[dict]:
         cfg = load_config(
@@ -245,7 +247,7 @@ def test_dpo_reference_is_the_base_or_the_previous_adapter(tiny_model, tmp_path)
                 "training.lr_scheduler=constant",
             ],
         )
-        train_dpo(cfg, files, tmp_path / out, init)
+        train_dpo(cfg, pairs, tmp_path / out, init)
         return [h for h in json.loads((tmp_path / out / "log_history.json").read_text()) if "loss" in h]
 
     first = train("iter0", None, "base")

@@ -163,6 +163,77 @@ def test_rerun_score_keeps_upstream_and_marks_later_stale(reference, tmp_path, t
     assert "iter-001/sample stale: upstream iter-000/train was rebuilt" in status
 
 
+def test_rerun_every_stage_at_iteration_1_and_evaluate_at_0(reference, tmp_path, tiny_model):
+    """Rerun's upstream check must not read a policy (adapter files, no shards) as a table: evaluate's upstream
+    is always a policy, and sample/score/train at iteration >= 1 read the previous iteration's policy."""
+    from selftrain.runner import rerun
+    from selftrain.store import STAGES
+
+    run_dir, _ = _copy(reference, tmp_path, tiny_model)
+    store = RunStore(run_dir)
+    # README's example through the real CLI, once; the other stages in-process (same code path, no imports)
+    proc = cli("rerun", str(run_dir), "--iteration", "1", "--stage", "score", "--no-prefect")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for iteration, stage in [(0, "evaluate"), *((1, s) for s in reversed(STAGES))]:
+        old = store.manifest(iteration, stage).output_id
+        assert rerun(store, iteration, stage) == [], (iteration, stage)
+        assert store.manifest(iteration, stage).output_id != old, (iteration, stage)
+    for stage in STAGES:
+        assert store.manifest(1, stage) is not None, stage
+    status = cli("status", str(run_dir))
+    assert status.returncode == 0 and "stale" not in status.stdout, status.stdout
+
+
+def _status_rows(run_dir: Path) -> dict[str, list[str]]:
+    out = cli("status", str(run_dir)).stdout
+    states = {"done", "damaged", "stale", "partial", "failed", "missing", "blocked"}
+    rows = [ln.split() for ln in out.splitlines() if ln[:9].strip().isdigit()]
+    return {cells[0]: cells[1:7] for cells in rows if set(cells[1:7]) <= states}
+
+
+def test_damaged_stages_reported_by_status_and_verify_and_repaired(reference, tmp_path, tiny_model):
+    """A truncated shard of a complete stage is `damaged` in status (sizes) and stops `run`; a same-size bit
+    flip only `verify` (sha256) finds: it marks the stage, names the rerun that repairs it, and unmarks a stage
+    repaired by hand."""
+    run_dir, recipe = _copy(reference, tmp_path, tiny_model)
+    truncated = run_dir / "iter-000" / "samples" / "part-00001.parquet"
+    original = truncated.read_bytes()
+    truncated.write_bytes(original[:-100])
+    flipped = run_dir / "iter-001" / "pairs" / "part-00000.parquet"
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    flipped.write_bytes(bytes(data))
+
+    status = cli("status", str(run_dir))
+    assert status.returncode == 0, status.stderr[-2000:]
+    rows = _status_rows(run_dir)
+    assert rows["0"][1] == "damaged" and rows["1"][3] == "done", status.stdout  # sizes only: the flip unseen
+    assert "part-00001.parquet has" in status.stdout and "selftrain verify" in status.stdout
+
+    proc = cli("run", str(recipe), "--no-prefect")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "iter-000/sample is damaged" in last and "--iteration 0 --stage sample" in last, last
+
+    proc = cli("verify", str(run_dir))
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "iter-000/sample damaged" in proc.stdout, proc.stdout
+    assert "iter-001/pairs damaged: part-00000.parquet: sha256" in proc.stdout, proc.stdout
+    assert f"selftrain rerun {run_dir} --iteration 0 --stage sample" in proc.stdout
+    assert f"selftrain rerun {run_dir} --iteration 1 --stage pairs" in proc.stdout
+    assert _status_rows(run_dir)["1"][3] == "damaged"  # marked by verify
+
+    proc = cli("rerun", str(run_dir), "--iteration", "1", "--stage", "pairs", "--no-prefect")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    truncated.write_bytes(original)  # repaired by hand
+    proc = cli("verify", str(run_dir))
+    assert proc.returncode == 0 and "0 damaged" in proc.stdout, proc.stdout
+    assert not [
+        p for p in run_dir.glob("iter-*/*/_damaged.json") if "." not in p.parent.name
+    ]  # (moved aside: kept)
+    assert all(cell == "done" for row in _status_rows(run_dir).values() for cell in row)
+
+
 def test_changed_key_makes_stage_stale_and_nothing_is_deleted(reference, tmp_path, tiny_model):
     run_dir, recipe = _copy(reference, tmp_path, tiny_model)
     files = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
@@ -189,6 +260,22 @@ def test_corrupt_shard_is_named_and_store_left_intact(reference, tmp_path, tiny_
     proc = cli("rerun", str(run_dir), "--iteration", "0", "--stage", "score", "--no-prefect")
     assert proc.returncode == 2 and "part-00000.parquet" in proc.stderr, proc.stderr
     assert (run_dir / "iter-000" / "scores" / "_manifest.json").exists()  # nothing moved aside
+
+
+def test_corrupt_pairs_shard_stops_train_with_one_line(reference, tmp_path, tiny_model):
+    """Train reads its pairs through the store (sha256 checked): a damaged shard is named in one line, exit 2,
+    and nothing is moved or written."""
+    run_dir, recipe = _copy(reference, tmp_path, tiny_model)
+    shard = run_dir / "iter-001" / "pairs" / "part-00000.parquet"
+    shard.write_bytes(shard.read_bytes()[:-40] + b"\0" * 40)
+    for stage in ("policy", "eval"):  # train (and so evaluate) must run again
+        (run_dir / "iter-001" / stage).rename(run_dir / "iter-001" / f"{stage}.aside")
+    files = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
+    proc = cli("run", str(recipe), "--no-prefect")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "corrupt shard" in last and "iter-001/pairs/part-00000.parquet" in last, last
+    assert sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()) == files
 
 
 def test_bad_inputs_fail_with_one_line(tmp_path, tiny_model):

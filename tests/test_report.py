@@ -209,6 +209,7 @@ def _fake_run(root: Path) -> Path:
     _stage(store, 0, "evaluate", [], {"metrics": metrics})
     _stage(store, 1, "questions", questions, {"questions": 6})
     _stage(store, 1, "sample", samples, {"samples": 18, "mean_tokens": 10.0, "sampling_s": 2.0})
+    (store.stage_dir(1, "sample") / "_damaged.json").write_text("{}")  # as `selftrain verify` marks it
     (store.stage_dir(1, "score")).mkdir(parents=True)
     (store.stage_dir(1, "score") / STARTED).write_text(json.dumps({"fingerprint": "f"}))
     return store.run_dir
@@ -232,7 +233,12 @@ def test_report_of_a_half_finished_store(tmp_path):
     )
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in report.figures)
     # what is missing is named, at the top of the page and in the result
-    for text in ("iter-001/scores partial", "iter-001/policy missing", "iter-002 not started"):
+    for text in (
+        "iter-001/samples damaged: files differ from the manifest",
+        "iter-001/scores partial",
+        "iter-001/policy missing",
+        "iter-002 not started",
+    ):
         assert text in report.missing and text in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # example questions are escaped
     for number in ("0.45", "0.55", "best-of-4"):  # accuracy table: greedy and best-of-K

@@ -11,12 +11,15 @@ from selftrain.schemas import QUESTIONS
 from selftrain.store import (
     Manifest,
     RunStore,
+    ShardInfo,
     StageWriter,
     StoreError,
     fingerprint,
     load_manifest,
     move_aside,
     read_stage,
+    sha256_file,
+    verify_stage,
     write_manifest,
     write_shard,
 )
@@ -67,6 +70,27 @@ def test_manifest_last_and_corruption_detected(tmp_path):
         read_stage(d)
 
 
+def test_policy_stage_is_verified_not_read_as_a_table(tmp_path):
+    """A train output lists files (the adapter), no shards: verify_stage checks them; read_stage says it is
+    not a table instead of failing on a schema lookup (the old KeyError 'train' of `selftrain rerun`)."""
+    d = tmp_path / "policy"
+    StageWriter(d, "fp1")
+    (d / "adapter_model.safetensors").write_bytes(b"weights")
+    info = ShardInfo(
+        name="adapter_model.safetensors", rows=0, sha256=sha256_file(d / "adapter_model.safetensors")
+    )
+    write_manifest(d, Manifest(stage="train", iteration=0, fingerprint="fp1", output_id="o1", files=[info]))
+    assert verify_stage(d).stage == "train"
+    with pytest.raises(StoreError, match="not a table"):
+        read_stage(d)
+    (d / "adapter_model.safetensors").write_bytes(b"weightz")
+    with pytest.raises(StoreError, match="corrupt file .*adapter_model.safetensors"):
+        verify_stage(d)
+    (d / "adapter_model.safetensors").unlink()
+    with pytest.raises(StoreError, match="missing file"):
+        verify_stage(d)
+
+
 def test_writer_resumes_same_fingerprint_and_moves_other_aside(tmp_path):
     d = tmp_path / "samples"
     StageWriter(d, "fpA")
@@ -111,3 +135,61 @@ def test_lock_taken_over_from_dead_process(tmp_path):
     with store.lock():
         assert json.loads((store.run_dir / ".lock").read_text())["pid"] == os.getpid()
     assert not (store.run_dir / ".lock").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b'{"pid": 12', b"\xff\xfe garbage", b"[]"])
+def test_empty_or_corrupt_lock_is_taken_over(tmp_path, content):
+    """A lock file created but never written (the process died, or the disk was full) must not wedge the run
+    folder for ever ("in use by pid None on None")."""
+    store = RunStore(tmp_path / "run")
+    store.run_dir.mkdir()
+    lock = store.run_dir / ".lock"
+    lock.write_bytes(content)
+    os.utime(lock, (0, 0))  # older than the grace period an older selftrain may still be writing in
+    with store.lock():
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert not lock.exists()
+
+
+def test_lock_write_failure_leaves_no_lock(tmp_path, monkeypatch):
+    """The lock's content is on disk before its name appears: a failing write (disk full) leaves neither an
+    empty `.lock` nor a temp file, and says so in one line."""
+    import errno
+
+    from selftrain import runlock
+
+    store = RunStore(tmp_path / "run")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runlock.os, "fsync", full)
+    with pytest.raises(StoreError, match="cannot write the lock file .*No space left on device"):
+        with store.lock():
+            pass
+    assert list(store.run_dir.iterdir()) == []
+    monkeypatch.undo()
+    with store.lock():  # the disk has room again: the next run goes ahead
+        pass
+
+
+def test_damage_sizes_cheaply_checksums_on_request(tmp_path):
+    from selftrain.store import DAMAGED, damage
+
+    d = tmp_path / "questions"
+    info = _complete_stage(d)
+    assert info.bytes == (d / info.name).stat().st_size
+    manifest = load_manifest(d)
+    assert damage(d, manifest) == [] and damage(d, manifest, checksums=True) == []
+    shard = d / info.name
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    assert damage(d, manifest) == []  # same size: only the checksum sees it
+    assert damage(d, manifest, checksums=True) == [f"{info.name}: sha256 differs from the manifest"]
+    (d / DAMAGED).write_text(json.dumps({"problems": ["recorded by verify"]}))
+    assert damage(d, manifest) == ["recorded by verify"]
+    shard.write_bytes(bytes(data[:-1]))
+    assert f"{info.name} has {len(data) - 1} bytes, the manifest says {len(data)}" in damage(d, manifest)
+    shard.unlink()
+    assert damage(d, manifest, checksums=True) == [f"{info.name} is missing"]

@@ -145,3 +145,21 @@ def test_bad_launch_config_is_rejected_before_anything_runs(tmp_path, tiny_model
     last = proc.stderr.strip().splitlines()[-1]
     assert message in last and str(launch) in last
     assert not (tmp_path / "runs" / "t" / "iter-000").exists()
+
+
+def test_iteration_without_pairs_under_accelerate_keeps_the_policy(tmp_path, tiny_model):
+    """Zero pairs under `accelerate launch` used to reach load_dataset with no files; now both paths share
+    the no-pairs branch of the in-process stage."""
+    recipe = tiny_recipe(
+        tmp_path,
+        tiny_model,
+        training={"accelerate_config": str(ROOT / "configs" / "accelerate" / "cpu-2proc.yaml")},
+        pairs={"min_margin": 2.0},  # scores are in [0, 1]: no pair can pass
+        evaluation={"baseline": False},
+    )
+    run_ok(write_recipe(tmp_path / "r.yaml", recipe))
+    store = RunStore(tmp_path / "runs" / "t")
+    assert store.manifest(0, "pairs").rows == 0
+    stats = store.manifest(0, "train").stats
+    assert stats["trained"] is False and stats["steps"] == 0 and stats["processes"] == 2
+    assert (store.stage_dir(0, "train") / "adapter_model.safetensors").is_file()

@@ -41,14 +41,15 @@ def _read_local(path: str) -> list[Row]:
             return pq.read_table(p).to_pylist()
         except Exception as e:  # pyarrow raises several types for a bad file
             raise DataError(f"{p}: not a readable parquet file ({str(e).splitlines()[0]})") from None
+    from selftrain.faults import read_text_utf8
+
     rows = []
-    with open(p) as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    raise DataError(f"{p}:{lineno}: not a JSON line") from None
+    for lineno, line in enumerate(read_text_utf8(p, DataError).split("\n"), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise DataError(f"{p}:{lineno}: not a JSON line") from None
     return rows
 
 

@@ -110,7 +110,9 @@ def vllm_available() -> bool:
 
 def resolve_engine_name(name: str) -> str:
     if name == "auto":
-        return "vllm" if vllm_available() and "vllm" in ENGINES else "hf"
+        # importability alone decides: the registry only holds vllm once its module was imported, which
+        # happens after this resolution (checking the registry here made `auto` never pick vLLM)
+        return "vllm" if vllm_available() else "hf"
     return name
 
 

@@ -104,19 +104,25 @@ def get_field(row: dict[str, Any], dotted: str) -> Any:
 def read_rows(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
+    from selftrain.data.sources import DataError
+    from selftrain.faults import read_text_utf8
+
     if path.suffix == ".parquet" or path.is_dir():
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
+        try:
+            return pq.read_table(path).to_pylist()
+        except (pa.ArrowInvalid, OSError) as e:
+            raise DataError(f"{path}: not a readable parquet file ({str(e).splitlines()[0]})") from None
     rows = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                rows.append({"__malformed__": f"line {lineno} is not JSON"})
+    for lineno, line in enumerate(read_text_utf8(path, DataError).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            rows.append({"__malformed__": f"line {lineno} is not JSON"})
     return rows
 
 

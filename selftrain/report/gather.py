@@ -14,7 +14,17 @@ from typing import Any
 import yaml
 
 from selftrain.report.calibration import JudgeQuality, judge_quality
-from selftrain.store import FAILED, FOLDERS, STAGES, STARTED, Manifest, RunStore, StoreError, read_stage
+from selftrain.store import (
+    DAMAGED,
+    FAILED,
+    FOLDERS,
+    STAGES,
+    STARTED,
+    Manifest,
+    RunStore,
+    StoreError,
+    read_stage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +33,7 @@ log = logging.getLogger(__name__)
 class StageInfo:
     iteration: int
     stage: str
-    status: str  # done | partial | failed | missing
+    status: str  # done | damaged | partial | failed | missing
     manifest: Manifest | None = None
     error: str | None = None
 
@@ -83,6 +93,9 @@ def stage_info(store: RunStore, iteration: int, stage: str) -> StageInfo:
     """Status from the files alone (no config needed, so no staleness check: `selftrain status` does that)."""
     d = store.stage_dir(iteration, stage)
     manifest = store.manifest(iteration, stage)
+    if manifest is not None and (d / DAMAGED).exists():
+        # `selftrain verify` found its files changed: its numbers are shown, the stage is listed as damaged
+        return StageInfo(iteration, stage, "damaged", manifest, error="files differ from the manifest")
     if manifest is not None:
         return StageInfo(iteration, stage, "done", manifest)
     if (d / FAILED).exists():
@@ -97,7 +110,7 @@ def stage_info(store: RunStore, iteration: int, stage: str) -> StageInfo:
 
 
 def _rows(store: RunStore, st: StageInfo, columns: list[str], problems: list[str]) -> list[dict] | None:
-    if st.status != "done":
+    if st.manifest is None:
         return None
     try:
         # no sha256 check: the report only reads, and hashing every shard of a big run takes long
@@ -121,8 +134,8 @@ def _judge(questions: list[dict], scored: list[dict]) -> JudgeData | None:
 
 def _log_history(store: RunStore, st: StageInfo, problems: list[str]) -> list[dict] | None:
     path = store.stage_dir(st.iteration, "train") / "log_history.json"
-    if st.status != "done" or not path.exists():
-        if st.status == "done" and st.stats.get("trained", True) and st.stats.get("steps"):
+    if st.manifest is None or not path.exists():
+        if st.manifest is not None and st.stats.get("trained", True) and st.stats.get("steps"):
             problems.append(f"{st.where}: no log_history.json (trained before the train stage kept it)")
         return None
     try:

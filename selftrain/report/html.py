@@ -19,7 +19,7 @@ h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { margin-top: 2em; border-bott
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 13px; }
 th, td { border: 1px solid #d5dde3; padding: 3px 8px; text-align: left; vertical-align: top; }
 th { background: #f1f4f6; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-td.done { background: #dff3e4; } td.partial, td.failed { background: #fbe3d6; } td.missing { background: #f4f4f4; color: #888; }
+td.done { background: #dff3e4; } td.partial, td.failed, td.damaged { background: #fbe3d6; } td.missing { background: #f4f4f4; color: #888; }
 img { max-width: 100%; border: 1px solid #e0e6ea; margin: 0.5em 0; }
 .examples td { max-width: 26em; white-space: pre-wrap; word-break: break-word; font-family: ui-monospace, monospace; font-size: 12px; }
 .warn { background: #fff6db; border-left: 4px solid #e9c46a; padding: 0.6em 1em; }

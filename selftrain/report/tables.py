@@ -73,7 +73,7 @@ def pairs_row(it: IterationData) -> Row | None:
 
 def train_row(it: IterationData) -> Row | None:
     st = it.stages["train"]
-    if st.status != "done":
+    if st.manifest is None:
         return None
     s = st.stats
     return {
@@ -91,7 +91,7 @@ def train_row(it: IterationData) -> Row | None:
 def throughput(st: StageInfo) -> str:
     """The rate a stage reached, in the unit that stage is limited by."""
     s, wall = st.stats, st.wall_s
-    if st.status != "done":
+    if st.manifest is None:
         return ""
     if st.stage == "sample" and s.get("samples"):
         busy = s.get("sampling_s") or wall

@@ -20,7 +20,7 @@ from selftrain.prompts import PromptBuilder
 from selftrain.schemas import EVAL
 from selftrain.stages.common import StageInputs, chunks, finish, read_shards, shard_seed, write_sharded
 from selftrain.stages.sample import LazyEngine, sample_rows
-from selftrain.store import Manifest, ShardInfo, StageWriter, atomic_write_text, sha256_file
+from selftrain.store import Manifest, StageWriter, atomic_write_text, file_info
 
 
 def metrics_by_source(rows: list[dict]) -> dict[str, dict[str, dict]]:
@@ -134,5 +134,5 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
     metrics = metrics_by_source(read_shards(writer.dir, shards, EVAL).to_pylist())
     path = writer.dir / "metrics.json"
     atomic_write_text(path, json.dumps(metrics, indent=2))
-    files = [ShardInfo(name=path.name, rows=0, sha256=sha256_file(path))]
+    files = [file_info(path)]
     return finish(writer, inputs, shards, {"metrics": metrics}, files)

@@ -7,40 +7,44 @@ which shares `prepare_train` and `finish_train`.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+
+import pyarrow as pa
 
 from selftrain.config import Config
 from selftrain.stages.common import StageInputs, finish
-from selftrain.store import Manifest, ShardInfo, StageWriter, sha256_file
+from selftrain.store import Manifest, StageWriter, file_info
 from selftrain.training.dpo import save_identity_adapter, train_dpo
 
 log = logging.getLogger(__name__)
 
 
-def prepare_train(cfg: Config, inputs: StageInputs) -> tuple[list[str], str | None]:
-    """(pair shard files, adapter to continue from or None)."""
-    pairs_dir = inputs.store.stage_dir(inputs.iteration, "pairs")
-    manifest = inputs.store.manifest(inputs.iteration, "pairs")
-    assert manifest is not None
-    files = [str(pairs_dir / s.name) for s in manifest.shards if s.rows > 0]
+def prepare_train(cfg: Config, inputs: StageInputs) -> tuple[pa.Table, str | None]:
+    """(this iteration's pairs, adapter to continue from or None). The pairs come through the store's reader,
+    which checks every shard's sha256: a damaged shard is a one-line StoreError, never a trainer traceback."""
+    pairs = inputs.table("pairs")
     init = None
     if cfg.training.init == "previous" and inputs.iteration > 0:
         init = str(inputs.store.stage_dir(inputs.iteration - 1, "train"))
-    return files, init
+    return pairs, init
 
 
 def finish_train(writer: StageWriter, inputs: StageInputs, stats: dict) -> Manifest:
-    outputs = [
-        ShardInfo(name=p.name, rows=0, sha256=sha256_file(p))
-        for p in sorted(writer.dir.glob("adapter_*"))
-        if p.is_file()
-    ]
+    outputs = [file_info(p) for p in sorted(writer.dir.glob("adapter_*")) if p.is_file()]
     return finish(writer, inputs, [], stats, outputs)
 
 
+def train_or_keep(cfg: Config, inputs: StageInputs, out_dir: Path, main_process: bool = True) -> dict:
+    """Train on this iteration's pairs, or, with none, keep the policy unchanged. Shared by the in-process
+    stage and every `accelerate launch` rank, so the two paths cannot drift apart."""
+    pairs, init = prepare_train(cfg, inputs)
+    if pairs.num_rows == 0:
+        if main_process:
+            log.warning("iter-%03d has no preference pairs: keeping the policy unchanged", inputs.iteration)
+            save_identity_adapter(cfg, out_dir, init)
+        return {"steps": 0, "pairs": 0, "trained": False}
+    return {**train_dpo(cfg, pairs, out_dir, init), "trained": True}
+
+
 def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
-    files, init = prepare_train(cfg, inputs)
-    if not files:
-        log.warning("iter-%03d has no preference pairs: keeping the policy unchanged", inputs.iteration)
-        save_identity_adapter(cfg, writer.dir, init)
-        return finish_train(writer, inputs, {"steps": 0, "pairs": 0, "trained": False})
-    return finish_train(writer, inputs, {**train_dpo(cfg, files, writer.dir, init), "trained": True})
+    return finish_train(writer, inputs, train_or_keep(cfg, inputs, writer.dir))

@@ -13,11 +13,14 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from selftrain.config import Config
 from selftrain.stages.common import maybe_kill
 from selftrain.store import atomic_write_text
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +63,19 @@ def latest_checkpoint(ckpt_dir: Path) -> str | None:
     return str(max(found)[1]) if found else None
 
 
-def train_dpo(cfg: Config, pair_files: list[str], out_dir: Path, init_adapter: str | None) -> dict[str, Any]:
+def train_dpo(
+    cfg: Config,
+    pairs: pa.Table,
+    out_dir: Path,
+    init_adapter: str | None,
+    ref_cache_root: Path | None = None,
+) -> dict[str, Any]:
     """Train and save the adapter to `out_dir`; resumes from `out_dir/checkpoints` if a checkpoint is there.
-    Returns summary metrics (the last logged DPO metrics, steps, runtime)."""
+    With `training.precompute_ref_logps`, the reference log-probs are read from (or computed once into)
+    `ref_cache_root/<key>` (default: `out_dir/../../cache/reference-logps`). Returns summary metrics (the last
+    logged DPO metrics, steps, runtime, what happened to the reference log-probs)."""
     import torch
-    from datasets import load_dataset
+    from datasets import Dataset
     from peft import LoraConfig, PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
@@ -93,8 +104,8 @@ def train_dpo(cfg: Config, pair_files: list[str], out_dir: Path, init_adapter: s
             target_modules=t.lora.target_modules,
             task_type="CAUSAL_LM",
         )
-    dataset = load_dataset("parquet", data_files=pair_files, split="train")
-    dataset = dataset.select_columns(["prompt", "chosen", "rejected"])
+    # pairs read (and sha256-checked) by the store, not re-read from the files behind its back
+    dataset = Dataset(pairs.select(["prompt", "chosen", "rejected"]).combine_chunks())
     ckpt_dir = out_dir / "checkpoints"
     use_cpu = not torch.cuda.is_available()
     args = DPOConfig(
@@ -123,8 +134,19 @@ def train_dpo(cfg: Config, pair_files: list[str], out_dir: Path, init_adapter: s
         ddp_find_unused_parameters=False,  # LoRA on fixed modules: every adapter gets a gradient
         disable_tqdm=False,
         save_only_model=False,  # optimizer, scheduler and RNG states are what make a resume exact
+        precompute_ref_log_probs=t.precompute_ref_logps,
+        # no gradients and no optimizer state in that pass: a larger batch is safe and faster
+        precompute_ref_batch_size=t.per_device_batch_size * 4,
     )
-    trainer = DPOTrainer(
+    trainer_class, ref_record = DPOTrainer, {}
+    if t.precompute_ref_logps:
+        from selftrain.training import reference_logps as refs
+
+        identity = refs.reference_identity(cfg.model.path, t.reference, init_adapter)
+        key = refs.cache_key(dataset.data.table, identity, t.max_length, t.bf16)
+        root = ref_cache_root or out_dir.parent.parent / "cache" / "reference-logps"
+        trainer_class = refs.caching_trainer_class(root / key, {"reference": identity}, ref_record)
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=dataset,
@@ -155,6 +177,7 @@ def train_dpo(cfg: Config, pair_files: list[str], out_dir: Path, init_adapter: s
     return {
         "steps": trainer.state.global_step,
         "pairs": len(dataset),
+        **({"reference_logps": ref_record} if ref_record else {}),
         "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
         "resumed_from": Path(resume).name if resume else None,
         "device": accelerator.device.type,

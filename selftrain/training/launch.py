@@ -119,16 +119,19 @@ def main(argv: list[str] | None = None) -> int:
     from selftrain.logs import setup_logging
     from selftrain.pipeline import expected
     from selftrain.stages.common import StageInputs
-    from selftrain.stages.train import finish_train, prepare_train
+    from selftrain.stages.train import finish_train, train_or_keep
     from selftrain.store import RunStore, StageWriter, StoreError
-    from selftrain.training.dpo import train_dpo
 
     parser = argparse.ArgumentParser(prog="python -m selftrain.training.launch")
     parser.add_argument("run_dir")
     parser.add_argument("iteration", type=int)
     args = parser.parse_args(argv)
     setup_logging()
-    state = PartialState()
+    import torch
+
+    # cpu=True on a machine without CUDA: otherwise PartialState sees no distributed setup before the
+    # Trainer makes one, and every rank would think it is the main process
+    state = PartialState(cpu=not torch.cuda.is_available())
     store = RunStore(args.run_dir)
     cfg = load_config(store.config_path)
     exp = expected(cfg, store, args.iteration, "train")
@@ -140,16 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     with state.main_process_first():  # rank 0 sets the folder up (or resumes it) before the others look
         if state.is_main_process:
             writer = StageWriter(out_dir, inputs.fingerprint)
-    files, init = prepare_train(cfg, inputs)
     try:
-        stats = train_dpo(cfg, files, out_dir, init)
+        stats = train_or_keep(cfg, inputs, out_dir, main_process=state.is_main_process)
     except BaseException as e:
         if writer is not None:
             writer.record_failure(e)
         raise
     state.wait_for_everyone()
     if writer is not None:
-        finish_train(writer, inputs, {**stats, "trained": True, "processes": state.num_processes})
+        finish_train(writer, inputs, {**stats, "processes": state.num_processes})
     return 0
 
 
