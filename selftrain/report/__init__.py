@@ -24,7 +24,8 @@ class Report:
 
 TEXT = {
     "status": "Which stages of which iteration are complete (done), were interrupted (partial), failed, or "
-    "have not run (missing). From the files alone; `selftrain status RUN` also checks staleness.",
+    "have not run (missing), and those `selftrain verify` found damaged. From the files alone; `selftrain "
+    "status RUN` also checks staleness.",
     "accuracy": "Greedy accuracy of each iteration's policy (after that iteration's training) on each "
     "evaluation source, with 95 % Wilson intervals; best-of-K beside it where `evaluation.best_of` was set. "
     "Grey lines: the base model, evaluated in iteration 0.",
