@@ -4,6 +4,7 @@ library code only logs. Every user error is one line on stderr and exit code 2."
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -18,9 +19,14 @@ log = logging.getLogger("selftrain")
 DEFAULT_RECIPE = "configs/tiny-cpu.yaml"
 
 
+# Where command results go: the real stdout, kept aside while library code runs with sys.stdout pointed at
+# stderr (TRL's loss dicts, tqdm.write, DeepSpeed's console handler would otherwise land in the results).
+_results = sys.stdout
+
+
 def _out(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
+    _results.write(text + "\n")
+    _results.flush()
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -296,8 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    global _results
+    _results = sys.stdout
     try:
-        return args.fn(args)
+        with contextlib.redirect_stdout(sys.stderr):
+            return args.fn(args)
     except KeyboardInterrupt:
         _err("interrupted; rerun the same command to resume")
         return 130

@@ -44,6 +44,7 @@ def prepare(cfg: Config, store: RunStore, rebuild_stale: bool) -> None:
                         f"Rerun with --rebuild-stale to move stale outputs aside and redo them, or undo the change."
                     )
     atomic_write_text(store.config_path, dump_config(cfg))
+    log.info("run %s, config (%s):\n%s", store.run_dir, store.config_path, dump_config(cfg).rstrip())
 
 
 def init_run(cfg: Config) -> RunStore:

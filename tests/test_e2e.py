@@ -38,8 +38,16 @@ def reference(tmp_path_factory, tiny_model):
     recipe = write_recipe(root / "r.yaml", tiny_recipe(root, tiny_model, run={"name": "t", "iterations": 2}))
     proc = cli("run", str(recipe), "--no-prefect")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "accuracy" in proc.stdout
     run_dir = root / "runs" / "t"
+    # stdout carries the result only (training's loss dicts and library warnings go to stderr)...
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"run folder: {run_dir}" and lines[1].split()[:3] == ["iteration", "model", "source"]
+    assert len(lines) == 2 + 3 and all(line.split()[0].isdigit() for line in lines[2:]), proc.stdout
+    # ...and the config is logged in full once per run, not once per stage
+    assert (
+        proc.stderr.count("data.questions_per_iteration") == 0
+        and proc.stderr.count("questions_per_iteration: 8") == 1
+    )
     assert RunStore(run_dir).manifest(0, "pairs").rows > 0, "the tiny test model made no pairs"
     return run_dir
 

@@ -31,7 +31,9 @@ def run_stage(cfg: Config, store: RunStore, iteration: int, stage: str) -> Manif
         raise StoreError(f"iter-{iteration:03d}/{stage}: an upstream stage is not complete")
     fp, conf, upstream = exp
     inputs = StageInputs(store, iteration, stage, fp, conf, upstream)
-    log.info("iter-%03d/%s starting (fingerprint %s) with:\n%s", iteration, stage, fp, _describe(cfg, conf))
+    log.info("iter-%03d/%s starting (fingerprint %s)", iteration, stage, fp)
+    # the keys this stage read; the whole config is logged once per run (runner.prepare)
+    log.debug("iter-%03d/%s reads:\n%s", iteration, stage, _describe(cfg, conf))
     if cfg.engine.threads:
         import torch
 

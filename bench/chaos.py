@@ -1,0 +1,189 @@
+"""Chaos bench: SIGKILL a whole run at random moments, rerun the same command, compare with an uninterrupted run.
+
+    .venv/bin/python bench/chaos.py --trials 20 [--engine hf|vllm] [--seed S] [--no-accelerate]
+
+A reference run of a small recipe (the tiny model, 2 iterations, training under `accelerate launch` unless
+--no-accelerate) is timed; then each trial starts the same command, SIGKILLs its whole process tree at a moment
+drawn uniformly over the reference duration (so every stage is hit, training included), runs the same command
+again to completion, and compares every table (content) and every adapter (max difference <= 1e-5) with the
+reference, and looks for processes of the trial still alive. Ends with a table of where the kills landed and
+`RESULT trials=N identical=K orphans=M`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import ROOT, ensure_tiny_model  # noqa: E402
+
+TABLES = ["questions", "sample", "score", "pairs", "evaluate"]
+TAG = "SELFTRAIN_CHAOS_TAG"  # in every process of a trial's tree: how orphans are found after the kill
+
+
+def recipe(root: Path, model: Path, engine: str, accelerate: bool) -> Path:
+    cfg = yaml.safe_load((ROOT / "configs" / "tiny-cpu.yaml").read_text())
+    cfg["run"] = {"name": "chaos", "iterations": 2, "seed": 0}
+    cfg["model"] = {"path": str(model)}  # built already: no bootstrap section
+    cfg["data"].update(questions_per_iteration=32, shard_size=8)
+    cfg["data"]["eval"][0]["limit"] = 48
+    cfg["training"].update(per_device_batch_size=4, save_steps=2, logging_steps=1)
+    if accelerate:
+        cfg["training"]["accelerate_config"] = str(ROOT / "configs" / "accelerate" / "cpu-1proc.yaml")
+    cfg["engine"] = {"name": engine, "isolation": "auto" if engine == "vllm" else "inline"}
+    cfg["store"] = {"root": str(root)}
+    path = root / "recipe.yaml"
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def start(config: Path, tag: str) -> subprocess.Popen:
+    env = {**os.environ, TAG: tag, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "selftrain.cli", "run", str(config), "--no-prefect"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def tagged(tag: str) -> list:
+    """Live processes carrying this trial's tag (the run and everything it started, in any session)."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get(TAG) == tag and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except psutil.Error:
+            continue
+    return found
+
+
+def kill_tree(tag: str) -> None:
+    """SIGKILL every process of the trial at once, as a machine failure would."""
+    for p in tagged(tag):
+        try:
+            p.send_signal(signal.SIGKILL)
+        except Exception:  # noqa: BLE001 - gone already
+            pass
+
+
+def landed(run_dir: Path) -> str:
+    """Where the kill landed: the first stage without a manifest (`train+accelerate` while launched)."""
+    from selftrain.store import STAGES, RunStore
+
+    store = RunStore(run_dir)
+    if not store.config_path.exists():
+        return "start-up"
+    for it in range(2):
+        for stage in STAGES:
+            if store.manifest(it, stage) is None:
+                return f"iter-{it}/{stage}"
+    return "finished"
+
+
+def snapshot(run_dir: Path) -> tuple[dict, dict]:
+    from safetensors.torch import load_file
+
+    from selftrain.store import RunStore, read_stage
+
+    store = RunStore(run_dir)
+    tables, adapters = {}, {}
+    for it in range(2):
+        for stage in TABLES:
+            tables[(it, stage)] = read_stage(store.stage_dir(it, stage)).to_pylist()
+        adapters[it] = load_file(str(store.stage_dir(it, "train") / "adapter_model.safetensors"))
+    return tables, adapters
+
+
+def same(a: tuple[dict, dict], b: tuple[dict, dict]) -> list[str]:
+    diffs = [f"iter-{it}/{st}" for (it, st) in a[0] if a[0][(it, st)] != b[0][(it, st)]]
+    for it, ref in a[1].items():
+        got = b[1][it]
+        if ref.keys() != got.keys() or any(float((ref[k] - got[k]).abs().max()) > 1e-5 for k in ref):
+            diffs.append(f"iter-{it}/adapter")
+    return diffs
+
+
+def run_to_end(config: Path, tag: str) -> float:
+    t0 = time.monotonic()
+    proc = start(config, tag)
+    _, err = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"run failed ({proc.returncode}):\n{err[-3000:]}")
+    return time.monotonic() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--engine", choices=["hf", "vllm"], default="hf")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-accelerate", action="store_true", help="train in-process instead")
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    model = ensure_tiny_model()
+    work = Path(tempfile.mkdtemp(prefix="selftrain-chaos-"))
+    ref_config = recipe(work / "reference", model, args.engine, not args.no_accelerate)
+    duration = run_to_end(ref_config, "reference")
+    reference = snapshot(work / "reference" / "runs" / "chaos")
+    print(f"reference run: {duration:.1f} s ({work})", flush=True)
+
+    places: Counter[str] = Counter()
+    identical = orphans = 0
+    started = time.monotonic()
+    for trial in range(args.trials):
+        tag = f"trial-{trial}"
+        root = work / tag
+        config = recipe(root, model, args.engine, not args.no_accelerate)
+        at = rng.uniform(0, duration)
+        proc = start(config, tag)
+        try:
+            proc.wait(timeout=at)
+            where = "ended before kill"  # this run was faster than the reference
+        except subprocess.TimeoutExpired:
+            where = landed(root / "runs" / "chaos")
+            kill_tree(tag)
+            proc.wait()
+        time.sleep(0.5)
+        left = len(tagged(tag))  # processes that survived the kill (would hold memory, GPUs, the lock)
+        run_to_end(config, tag)
+        time.sleep(0.5)
+        left += len(tagged(tag))  # and any the resumed run left behind
+        orphans += left
+        diffs = same(reference, snapshot(root / "runs" / "chaos"))
+        identical += not diffs
+        places[where] += 1
+        verdict = "identical" if not diffs else "DIFFERS: " + ", ".join(diffs)
+        print(
+            f"trial {trial:>3}: kill at {at:6.1f} s in {where:<18} -> {verdict}; orphans {left}", flush=True
+        )
+
+    print(f"\nkills landed ({args.trials} trials, {time.monotonic() - started:.0f} s):")
+    for where, n in sorted(places.items()):
+        print(f"  {where:<20} {n}")
+    print(f"RESULT trials={args.trials} identical={identical} orphans={orphans}")
+
+
+if __name__ == "__main__":
+    main()
