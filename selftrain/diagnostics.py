@@ -39,16 +39,30 @@ def judge_diagnostics(questions: list[dict], scored: list[dict]) -> dict:
             family = TASKS.get(q["task"]).family
             refs[q["question_id"]] = (q["task"], reference_answer(family, q["reference"], q.get("choices")))
     labels, values = [], []
+    by_question: dict[str, tuple[list[float], list[bool]]] = {}
     for row in scored:
         if row["question_id"] in refs and row["score"] is not None:
             task, ref = refs[row["question_id"]]
             labels.append(is_equivalent(task, row["answer"], ref))
             values.append(row["score"])
+            vs, ls = by_question.setdefault(row["question_id"], ([], []))
+            vs.append(row["score"])
+            ls.append(labels[-1])
     if not labels:
         return {}
     value = auroc(values, labels)
+    within = within_question_auroc(by_question.values())
     return {
         "graded": len(labels),
         "sample_accuracy": round(sum(labels) / len(labels), 6),
         "judge_auroc": None if value is None else round(value, 6),
+        "judge_auroc_within": None if within is None else round(within, 6),
     }
+
+
+def within_question_auroc(groups) -> float | None:  # noqa: ANN001 - iterable of (scores, labels)
+    """The mean over questions with both right and wrong samples of the AUROC among that question's samples.
+    A pooled AUROC also rewards a judge for knowing which questions are hard; this one only for telling a
+    question's right answers from its wrong ones (TOY-STUDIES.md: pooled 0.70-0.80 where this was ~0.5)."""
+    values = [v for scores, labels in groups if (v := auroc(scores, labels)) is not None]
+    return sum(values) / len(values) if values else None

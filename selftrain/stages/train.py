@@ -1,4 +1,5 @@
-"""Stage 5, train: LoRA-DPO on this iteration's pairs (TRL + PEFT); resumes from its last checkpoint.
+"""Stage 5, train: LoRA-DPO (or RPO, or SFT on the chosen side: training.loss) on this iteration's pairs (TRL +
+PEFT); resumes from its last checkpoint.
 
 In-process here; under `accelerate launch` (training.accelerate_config) through selftrain.training.launch,
 which shares `prepare_train` and `finish_train`.
@@ -11,7 +12,8 @@ import logging
 from selftrain.config import Config
 from selftrain.stages.common import StageInputs, finish
 from selftrain.store import Manifest, ShardInfo, StageWriter, sha256_file
-from selftrain.training.dpo import save_identity_adapter, train_dpo
+from selftrain.training.dpo import save_identity_adapter
+from selftrain.training.sft import train_policy
 
 log = logging.getLogger(__name__)
 
@@ -43,4 +45,4 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
         log.warning("iter-%03d has no preference pairs: keeping the policy unchanged", inputs.iteration)
         save_identity_adapter(cfg, writer.dir, init)
         return finish_train(writer, inputs, {"steps": 0, "pairs": 0, "trained": False})
-    return finish_train(writer, inputs, {**train_dpo(cfg, files, writer.dir, init), "trained": True})
+    return finish_train(writer, inputs, {**train_policy(cfg, files, writer.dir, init), "trained": True})

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     from selftrain.stages.common import StageInputs
     from selftrain.stages.train import finish_train, prepare_train
     from selftrain.store import RunStore, StageWriter, StoreError
-    from selftrain.training.dpo import train_dpo
+    from selftrain.training.sft import train_policy
 
     parser = argparse.ArgumentParser(prog="python -m selftrain.training.launch")
     parser.add_argument("run_dir")
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             writer = StageWriter(out_dir, inputs.fingerprint)
     files, init = prepare_train(cfg, inputs)
     try:
-        stats = train_dpo(cfg, files, out_dir, init)
+        stats = train_policy(cfg, files, out_dir, init)
     except BaseException as e:
         if writer is not None:
             writer.record_failure(e)
