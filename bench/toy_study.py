@@ -1,7 +1,7 @@
 """The toy study: which judge and which loss make label-free self-training raise held-out accuracy?
 
     .venv/bin/python bench/toy_study.py [--judges core_po,self_consistency,oracle,random] [--losses sft,rpo,dpo]
-        [--seeds 0,1] [--iterations 3] [--questions 300] [--recipe configs/tiny-cpu.yaml] [--set key=value ...]
+        [--seeds 0,1] [--iterations 3] [--questions 300] [--recipe configs/tiny-digits.yaml] [--set key=value ...]
 
 Every cell is a real selftrain run (no Prefect) of the recipe on the same cached base model, with:
   judge  core_po          the model's own P(True) (CORE-PO); SFT keeps each question's top half by score
@@ -136,7 +136,7 @@ def main() -> int:
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--iterations", type=int, default=3)
     p.add_argument("--questions", type=int, default=300)
-    p.add_argument("--recipe", default=str(ROOT / "configs" / "tiny-cpu.yaml"))
+    p.add_argument("--recipe", default=str(ROOT / "configs" / "tiny-digits.yaml"))
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="extra override, every cell"
     )

@@ -48,7 +48,7 @@ def _ops(row: dict) -> tuple[int, ...]:
 
 
 def test_shipped_recipe_is_the_digit_sums_toy_with_sc_and_sft():
-    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml")
+    cfg = load_config(ROOT / "configs" / "tiny-digits.yaml")
     assert cfg.model.bootstrap.task == "digit_sums" and cfg.model.bootstrap.band is not None
     assert (cfg.judge.name, cfg.pairs.builder, cfg.training.loss) == (
         "self_consistency",
@@ -60,7 +60,7 @@ def test_shipped_recipe_is_the_digit_sums_toy_with_sc_and_sft():
 
 def test_chosen_only_needs_sft():
     with pytest.raises(ConfigError, match="chosen_only has no rejected side"):
-        load_config(ROOT / "configs" / "tiny-cpu.yaml", ["training.loss=dpo"])
+        load_config(ROOT / "configs" / "tiny-digits.yaml", ["training.loss=dpo"])
 
 
 def test_chosen_only_and_filters():
