@@ -71,6 +71,10 @@ class BootstrapConfig(Section):
         description="digit_sums: share of pre-training questions with 6-8 operands (else 2-5).",
     )
     threads: int = Field(0, ge=0, description="torch threads while pre-training (0 = leave as is).")
+    arch: Literal["llama", "gpt2"] = Field(
+        "llama",
+        description="llama (RoPE) or gpt2 (learned absolute positions; LoRA target_modules c_attn, c_proj, c_fc).",
+    )
     check_every: int = Field(50, ge=1, description="digit_sums: steps between held-out band checks.")
     min_steps: int = Field(300, ge=0, description="digit_sums: no band check before this step.")
     band: BandConfig | None = Field(

@@ -206,10 +206,33 @@ def _build(out_dir: Path, cfg: BootstrapConfig) -> None:
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
     )
-    model = LlamaForCausalLM(model_cfg)
+    if cfg.arch == "gpt2":
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        model = GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=len(tokenizer),
+                n_embd=cfg.hidden_size,
+                n_layer=cfg.num_layers,
+                n_head=cfg.num_heads,
+                n_positions=512,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                resid_pdrop=0.0,
+                embd_pdrop=0.0,
+                attn_pdrop=0.0,
+            )
+        )
+    else:
+        model = LlamaForCausalLM(model_cfg)
     n_params = sum(p.numel() for p in model.parameters())
     log.info(
-        "pre-training a %.2fM-parameter tiny Llama for %d steps -> %s", n_params / 1e6, cfg.steps, out_dir
+        "pre-training a %.2fM-parameter tiny %s for %d steps -> %s",
+        n_params / 1e6,
+        cfg.arch,
+        cfg.steps,
+        out_dir,
     )
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
     warmup = max(1, cfg.steps // 20)
@@ -314,6 +337,11 @@ def _check_built_with(path: Path, bootstrap: BootstrapConfig) -> None:
         return  # not built by selftrain: the user's own model
     built = json.loads(record.read_text())
     wanted = bootstrap.model_dump()
+    # a field added after the model was built counts as built with its default
+    defaults = BootstrapConfig.model_construct().model_dump()
+    built = {k: built.get(k, defaults.get(k)) for k in wanted} | {
+        k: v for k, v in built.items() if k in wanted
+    }
     diff = [f"{k} {v} vs {built.get(k, 'absent')}" for k, v in wanted.items() if built.get(k) != v]
     if diff:
         raise ConfigError(

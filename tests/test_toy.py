@@ -184,3 +184,18 @@ def test_sft_training_changes_the_adapter(tmp_path, tiny_model):
 
     model, _ = load_model_and_tokenizer(cfg, str(out))
     assert model is not None
+
+
+def test_cached_model_from_before_the_new_bootstrap_fields_is_still_accepted(tmp_path):
+    """A bootstrap.json written before task/arch/band existed counts as built with their defaults."""
+    import json
+
+    from selftrain.tiny import _check_built_with
+
+    old = BootstrapConfig(steps=800).model_dump()
+    for key in ("task", "arch", "long_fraction", "threads", "check_every", "min_steps", "band"):
+        old.pop(key)
+    (tmp_path / "bootstrap.json").write_text(json.dumps({**old, "parameters": 1}))
+    _check_built_with(tmp_path, BootstrapConfig(steps=800))
+    with pytest.raises(ConfigError, match="task digit_sums vs arithmetic"):
+        _check_built_with(tmp_path, BootstrapConfig(steps=800, task="digit_sums"))
