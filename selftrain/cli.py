@@ -62,7 +62,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     store = run(cfg, rebuild_stale=args.rebuild_stale, iteration_fn=_orchestrate(args, cfg.store.root))
     _out(f"run folder: {store.run_dir}")
-    _print_accuracy(accuracy_table(store))
+    table = accuracy_table(store)
+    _print_accuracy(table)
+    _print_by_iteration(table)
     _out(f"report: {_write_report(store.run_dir)}")
     return 0
 
@@ -113,6 +115,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise StoreError(f"{args.run} is not a run folder (no config.yaml)")
     cfg = load_config(store.config_path)
     iterations = sorted(set(range(cfg.run.iterations)) | set(store.iterations_on_disk()))
+    if getattr(args, "json", False):
+        _out(json.dumps(_status_json(cfg, store, iterations), indent=2))
+        return 0
     _out(f"run {store.run_dir}  ({cfg.run.iterations} iterations configured)")
     _out("iteration  " + "  ".join(f"{s:<9}" for s in STAGES))
     notes = []
@@ -134,6 +139,52 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     _print_accuracy(accuracy_table(store))
     return 0
+
+
+def _status_json(cfg, store, iterations: list[int]) -> dict:  # noqa: ANN001
+    """`status --json`: the run state (stage statuses, with reasons) and the evaluation rows."""
+    from selftrain.pipeline import stage_state
+    from selftrain.runner import accuracy_table
+    from selftrain.store import STAGES
+
+    state = []
+    for it in iterations:
+        stages = {}
+        for stage in STAGES:
+            st = stage_state(cfg, store, it, stage)
+            stages[stage] = {"status": st.status, **({"reasons": st.reasons} if st.reasons else {})}
+        state.append({"iteration": it, "stages": stages})
+    return {
+        "run": str(store.run_dir),
+        "iterations_configured": cfg.run.iterations,
+        "seed": cfg.run.seed,
+        "state": state,
+        "eval": [
+            {"iteration": it, "model": m, "source": src, "accuracy": acc, "n": n}
+            for it, m, src, acc, n in accuracy_table(store)
+        ],
+    }
+
+
+def _print_by_iteration(rows: list) -> None:
+    """One line per evaluated model: each eval source's accuracy and its change from the base model."""
+    if not rows:
+        return
+    sources = list(dict.fromkeys(src for _, _, src, _, _ in rows))
+    cells = {(it, m, src): acc for it, m, src, acc, _ in rows}
+    base = {src: cells.get((0, "base", src)) for src in sources}
+    _out("")
+    _out(f"{'iteration':>9}  {'model':<6}  " + "  ".join(f"{s:>24}" for s in sources))
+    for it, m in dict.fromkeys((it, m) for it, m, _, _, _ in rows):
+        parts = []
+        for src in sources:
+            acc = cells.get((it, m, src))
+            if acc is None:
+                parts.append(f"{'-':>24}")
+                continue
+            delta = "" if m == "base" or base[src] is None else f" ({acc - base[src]:+.3f} vs base)"
+            parts.append(f"{f'{acc:.3f}{delta}':>24}")
+        _out(f"{it:>9}  {m:<6}  " + "  ".join(parts))
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
@@ -255,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
         "status", help="iterations x stages: done / damaged / stale / partial / failed / missing"
     )
     s.add_argument("run", help="run folder, e.g. artifacts/runs/tiny-cpu")
+    s.add_argument("--json", action="store_true", help="run state and evaluation rows as JSON")
     s.set_defaults(fn=cmd_status)
 
     v = sub.add_parser("verify", help="check every file of every complete stage against its sha256")

@@ -39,6 +39,20 @@ class RunConfig(Section):
     retry_delay_seconds: float = Field(0, ge=0, description="Wait before each stage retry.")
 
 
+class BandConfig(Section):
+    """Where a self-training base has headroom (TOY-STUDIES.md): right sometimes on long chains, not reliably."""
+
+    hard_min: float = Field(0.35, ge=0, le=1, description="Lowest hard-set (6-8 operands) greedy accuracy.")
+    hard_max: float = Field(0.60, ge=0, le=1, description="Highest hard-set greedy accuracy.")
+    pass_at_k_min: float = Field(0.8, ge=0, le=1, description="Lowest hard-set pass@k at `temperature`.")
+    easy_min: float = Field(0.95, ge=0, le=1, description="Lowest easy-set (4-5 operands) greedy accuracy.")
+    k: int = Field(8, ge=1, description="Samples per question for pass@k.")
+    temperature: float = Field(0.5, gt=0, description="Sampling temperature for pass@k.")
+    hard_questions: int = Field(128, ge=1, description="Held-out check questions (hard), not the eval set.")
+    easy_questions: int = Field(64, ge=1, description="Held-out check questions (easy).")
+    pass_questions: int = Field(64, ge=1, description="Hard questions sampled k times for pass@k.")
+
+
 class BootstrapConfig(Section):
     """How to build the tiny from-scratch model when `model.path` does not exist yet."""
 
@@ -52,6 +66,27 @@ class BootstrapConfig(Section):
         0.3, ge=0, le=1, description="Share of pre-training steps that teach the True/False judge format."
     )
     seed: int = Field(0, description="Seed for data and initialisation.")
+    task: Literal["arithmetic", "digit_sums"] = Field(
+        "arithmetic",
+        description="Pre-training task: arithmetic (a+b*c, fixed steps) or digit_sums (the toy with headroom: "
+        "trains until a held-out check lands in `band`, see selftrain/tiny.py).",
+    )
+    long_fraction: float = Field(
+        0.08,
+        ge=0,
+        le=1,
+        description="digit_sums: share of pre-training questions with 6-8 operands (else 2-5).",
+    )
+    threads: int = Field(0, ge=0, description="torch threads while pre-training (0 = leave as is).")
+    arch: Literal["llama", "gpt2"] = Field(
+        "llama",
+        description="llama (RoPE) or gpt2 (learned absolute positions; LoRA target_modules c_attn, c_proj, c_fc).",
+    )
+    check_every: int = Field(50, ge=1, description="digit_sums: steps between held-out band checks.")
+    min_steps: int = Field(300, ge=0, description="digit_sums: no band check before this step.")
+    band: BandConfig | None = Field(
+        None, description="digit_sums: stop when the held-out check lands here; error if it never does."
+    )
 
 
 class ModelConfig(Section):
@@ -124,7 +159,10 @@ class SamplingConfig(Section):
 
 
 class JudgeConfig(Section):
-    name: str = Field("core_po", description="Registered judge: core_po or self_consistency.")
+    name: str = Field(
+        "core_po",
+        description="Registered judge: core_po, self_consistency; for studies oracle (uses labels) and random.",
+    )
     max_context_reasonings: int = Field(4, ge=0, description="Other reasonings shown in the reasoning judge.")
     batch_size: int = Field(16, ge=1, description="Judge prompts per forward pass (hf engine).")
     options: tuple[str, str] = Field(("A", "B"), description="Next tokens read as True / False.")
@@ -132,9 +170,17 @@ class JudgeConfig(Section):
 
 class PairsConfig(Section):
     builder: str = Field(
-        "best_vs_rest", description="Registered pair builder: best_vs_rest, majority_vs_minority."
+        "best_vs_rest",
+        description="Registered pair builder: best_vs_rest, majority_vs_minority, or chosen_only (no rejected "
+        "side: for training.loss sft).",
     )
     min_margin: float = Field(0.0, ge=0, description="Drop pairs whose chosen-rejected score gap is smaller.")
+    min_chosen_score: float = Field(
+        0.0, ge=0, description="Drop rows whose chosen sample scores lower (SC: the top answer's share)."
+    )
+    max_per_question: int = Field(
+        0, ge=0, description="Keep at most this many rows (pairs, or chosen samples) per question; 0 = all."
+    )
 
 
 class LoraConfig(Section):
@@ -160,6 +206,12 @@ class TrainingConfig(Section):
     lora: LoraConfig = Field(default_factory=LoraConfig, description="Adapter shape.")
     beta: float = Field(0.1, gt=0, description="DPO beta.")
     loss_type: str = Field("sigmoid", description="TRL DPO loss type.")
+    loss: Literal["dpo", "rpo", "sft"] = Field(
+        "dpo",
+        description="dpo: preference pairs (TRL DPO); rpo: DPO + rpo_alpha x NLL of the chosen side; sft: "
+        "supervised fine-tuning on the chosen samples only (RFT/STaR-style), same LoRA adapter path.",
+    )
+    rpo_alpha: float = Field(1.0, ge=0, description="Weight of the chosen-side NLL term for loss rpo.")
     learning_rate: float = Field(5e-6, gt=0, description="Adam learning rate.")
     max_steps: int = Field(-1, description="Optimizer steps; -1 means `epochs` passes over the pairs.")
     epochs: float = Field(1.0, gt=0, description="Passes over the pairs when max_steps is -1.")
@@ -261,6 +313,15 @@ class Config(Section):
 
         PAIR_BUILDERS.get(v.builder)
         return v
+
+    @model_validator(mode="after")
+    def _loss_needs_pairs(self) -> Config:
+        if self.pairs.builder == "chosen_only" and self.training.loss != "sft":
+            raise ValueError(
+                f"pairs.builder chosen_only has no rejected side; training.loss {self.training.loss} needs pairs "
+                "(use loss sft, or builder best_vs_rest / majority_vs_minority)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _known_sources(self) -> Config:

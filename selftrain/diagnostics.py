@@ -54,8 +54,23 @@ def judge_diagnostics(questions: list[dict], scored: list[dict]) -> dict:
         return {}
     labels = [ok for _, ok in graded]
     value = auroc([row["score"] for row, _ in graded], labels)
+    by_question: dict[str, tuple[list[float], list[bool]]] = {}
+    for row, ok in graded:
+        scores, oks = by_question.setdefault(row["question_id"], ([], []))
+        scores.append(row["score"])
+        oks.append(ok)
+    within = within_question_auroc(by_question.values())
     return {
         "graded": len(labels),
         "sample_accuracy": round(sum(labels) / len(labels), 6),
         "judge_auroc": None if value is None else round(value, 6),
+        "judge_auroc_within": None if within is None else round(within, 6),
     }
+
+
+def within_question_auroc(groups) -> float | None:  # noqa: ANN001 - iterable of (scores, labels)
+    """The mean over questions with both right and wrong samples of the AUROC among that question's samples.
+    A pooled AUROC also rewards a judge for knowing which questions are hard; this one only for telling a
+    question's right answers from its wrong ones (TOY-STUDIES.md: pooled 0.70-0.80 where this was ~0.5)."""
+    values = [v for scores, labels in groups if (v := auroc(scores, labels)) is not None]
+    return sum(values) / len(values) if values else None

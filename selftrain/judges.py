@@ -3,7 +3,8 @@
 core_po (CORE-PO): the model's own P(True) on each sample's reasoning (shown after up to k reasonings drawn
 from all of the question's parsed samples, itself included) and on its answer, each from one forward pass reading P(A) and P(B) of the next token;
 score = reasoning confidence x answer confidence. self_consistency (SC-PO): score = the share of the
-question's samples that reached the same answer.
+question's samples that reached the same answer. For studies: oracle (uses the references: 1 if correct) and
+random (control: a seeded uniform score).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 Row = dict[str, Any]
 Judge = Callable[["JudgeConfig", list[Row], dict[str, list[Row]], "Engine", "PromptBuilder", int], list[Row]]
 JUDGES: Registry[Judge] = Registry("judge")
+# judges that read no model (the score stage then loads none)
+MODEL_FREE = {"self_consistency", "oracle", "random"}
 
 
 def consistency(samples: list[Row]) -> list[float]:
@@ -118,3 +121,61 @@ def self_consistency(
                 }
             )
     return rows
+
+
+def _plain_rows(questions: list[Row], samples: dict[str, list[Row]], score_fn: Callable) -> list[Row]:
+    rows = []
+    for q in questions:
+        group = samples.get(q["question_id"], [])
+        for s, c in zip(group, consistency(group), strict=True):
+            ok = s["finish_reason"] == "stop" and s["answer"] is not None
+            rows.append(
+                {
+                    "question_id": q["question_id"],
+                    "sample_index": s["sample_index"],
+                    "answer": s["answer"],
+                    "answer_confidence": None,
+                    "reasoning_confidence": None,
+                    "consistency": c,
+                    "score": score_fn(q, s) if ok else 0.0,
+                }
+            )
+    return rows
+
+
+@JUDGES.register("oracle")
+def oracle(
+    cfg: JudgeConfig,
+    questions: list[Row],
+    samples: dict[str, list[Row]],
+    engine: Engine,
+    builder: PromptBuilder,
+    seed: int,
+) -> list[Row]:
+    """USES THE LABELS (an upper bound for studies, not self-training): score 1 if the sample's answer grades
+    correct against the question's reference, else 0."""
+    from selftrain.grading import grade
+
+    def score(q: Row, s: Row) -> float:
+        if q.get("reference") is None:
+            raise ValueError(f"judge 'oracle' needs references; question {q['question_id']} has none")
+        return float(grade(q["task"], s["completion"], q["reference"], q.get("choices"))[1])
+
+    return _plain_rows(questions, samples, score)
+
+
+@JUDGES.register("random")
+def random_judge(
+    cfg: JudgeConfig,
+    questions: list[Row],
+    samples: dict[str, list[Row]],
+    engine: Engine,
+    builder: PromptBuilder,
+    seed: int,
+) -> list[Row]:
+    """Control: a uniform random score per sample (seeded), i.e. chosen samples picked at random."""
+
+    def score(q: Row, s: Row) -> float:
+        return random.Random(f"{seed}-{q['question_id']}-{s['sample_index']}").random()
+
+    return _plain_rows(questions, samples, score)

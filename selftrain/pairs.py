@@ -65,3 +65,29 @@ def majority_vs_minority(group: list[Row], min_margin: float) -> list[Row]:
         for r in sorted(group, key=lambda r: r["sample_index"])
         if r["answer"] != majority and chosen["score"] - r["score"] >= min_margin
     ]
+
+
+@PAIR_BUILDERS.register("chosen_only")
+def chosen_only(group: list[Row], min_margin: float) -> list[Row]:
+    """For training.loss sft: every sample is a candidate chosen (best score first, ties by sample_index), with
+    no rejected side; `pairs.min_chosen_score` and `pairs.max_per_question` then pick which are kept (SC with
+    min_chosen_score 0.5: the samples whose answer at least half the samples share)."""
+    ranked = sorted(group, key=lambda r: (-r["score"], r["sample_index"]))
+    return [
+        {
+            "question_id": r["question_id"],
+            "prompt": r["prompt"],
+            "chosen": r["completion"],
+            "rejected": None,
+            "chosen_score": r["score"],
+            "rejected_score": None,
+        }
+        for r in ranked
+        if r["score"] > 0
+    ]
+
+
+def apply_filters(rows: list[Row], min_chosen_score: float, max_per_question: int) -> list[Row]:
+    """The stage-level filters on one question's rows, in the builder's order."""
+    kept = [r for r in rows if r["chosen_score"] >= min_chosen_score]
+    return kept[:max_per_question] if max_per_question else kept

@@ -15,7 +15,7 @@ import string
 import time
 from pathlib import Path
 
-from selftrain.config import BootstrapConfig
+from selftrain.config import BandConfig, BootstrapConfig, ConfigError
 from selftrain.data import synthetic
 from selftrain.progress import track
 from selftrain.prompts import PromptBuilder
@@ -62,6 +62,37 @@ def _judge_example(builder: PromptBuilder, rng: random.Random, max_others: int =
     return prompt, "A" if right else "B"
 
 
+def _digit_problem(rng: random.Random, long_fraction: float) -> synthetic.DigitSum:
+    lo, hi = synthetic.HARD_OPERANDS if rng.random() < long_fraction else (2, synthetic.EASY_OPERANDS[1])
+    while True:
+        p = synthetic.random_digit_sum(rng, lo, hi)
+        if not synthetic.digit_sum_held_out(p):
+            return p
+
+
+def _digit_solve_example(builder: PromptBuilder, rng: random.Random, long_fraction: float) -> tuple[str, str]:
+    p = _digit_problem(rng, long_fraction)
+    return builder.question(p.question), " " + p.solution(rng)
+
+
+def _digit_judge_example(builder: PromptBuilder, rng: random.Random, long_fraction: float) -> tuple[str, str]:
+    """The plain judge formats on digit sums: a right (random-order) or corrupted solution, in the answer
+    judge's format or the CORE-PO reasoning judge's (beside 0-2 other right or wrong solutions)."""
+    p = _digit_problem(rng, long_fraction)
+    right = rng.random() < 0.5
+    text = p.solution(rng) if right else synthetic.corrupt_digit_sum(p, rng)
+    reasoning, answer = (s.strip() for s in text.rsplit("####", 1))
+    if rng.random() < 0.5:
+        prompt = builder.answer_judge(p.question, reasoning, answer)
+    else:
+        others = []
+        for _ in range(rng.randint(0, 2)):
+            other = p.solution(rng) if rng.random() < 0.5 else synthetic.corrupt_digit_sum(p, rng)
+            others.append(other.rsplit("####", 1)[0].strip())
+        prompt = builder.reasoning_judge(p.question, reasoning, others)
+    return prompt, "A" if right else "B"
+
+
 def _train_problem(rng: random.Random) -> synthetic.Problem:
     while True:
         p = synthetic.random_problem(rng)
@@ -69,8 +100,95 @@ def _train_problem(rng: random.Random) -> synthetic.Problem:
             return p
 
 
+class BootstrapError(ConfigError):
+    """Pre-training did not land in the band: the recipe's bootstrap cannot give a base with headroom."""
+
+
+def in_band(check: dict, band: BandConfig) -> bool:
+    return (
+        band.hard_min <= check["hard"] <= band.hard_max
+        and check["pass_at_k"] >= band.pass_at_k_min
+        and check["easy"] >= band.easy_min
+    )
+
+
+def _generate(model, tokenizer, prompts: list[str], n: int, temperature: float, max_new: int = 64) -> list:  # noqa: ANN001
+    """n completions per prompt (greedy when temperature is 0), decoded up to the first eos."""
+    import torch
+
+    tokenizer.padding_side = "left"
+    out = []
+    step = max(1, 256 // n)
+    for i in range(0, len(prompts), step):
+        enc = tokenizer(prompts[i : i + step], add_special_tokens=False, return_tensors="pt", padding=True)
+        sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature else {}
+        with torch.no_grad():
+            gen = model.generate(
+                **enc,
+                max_new_tokens=max_new,
+                num_return_sequences=n,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                do_sample=bool(temperature),
+                **{k: v for k, v in sampling.items() if k != "do_sample"},
+            )
+        texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        out.extend(texts[j * n : (j + 1) * n] for j in range(len(texts) // n))
+    return out
+
+
+def _final(text: str) -> str | None:
+    if "####" not in text:
+        return None
+    return text.rsplit("####", 1)[1].strip() or None
+
+
+def band_check(model, tokenizer, builder: PromptBuilder, band: BandConfig, seed: int) -> dict:  # noqa: ANN001
+    """Greedy accuracy on held-out hard (6-8 operands) and easy (4-5) check questions, and hard pass@k at
+    `band.temperature`; the check questions are disjoint from training and drawn apart from the eval sets."""
+    import torch
+
+    model.eval()
+    hard = synthetic.digit_sums("check-hard", band.hard_questions, seed)
+    easy = synthetic.digit_sums("check-easy", band.easy_questions, seed)
+
+    def greedy(problems: list) -> float:
+        outs = _generate(model, tokenizer, [builder.question(p.question) for p in problems], 1, 0.0)
+        return sum(_final(o[0]) == str(p.answer()) for o, p in zip(outs, problems, strict=True)) / len(
+            problems
+        )
+
+    result = {"hard": round(greedy(hard), 4), "easy": round(greedy(easy), 4)}
+    sampled = hard[: band.pass_questions]
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    outs = _generate(
+        model, tokenizer, [builder.question(p.question) for p in sampled], band.k, band.temperature
+    )
+    torch.random.set_rng_state(state)  # the check must not change the pre-training's random stream
+    hits = [[_final(t) == str(p.answer()) for t in o] for o, p in zip(outs, sampled, strict=True)]
+    result["pass_at_k"] = round(sum(any(h) for h in hits) / len(hits), 4)
+    result["sample_accuracy"] = round(sum(map(sum, hits)) / (len(hits) * band.k), 4)
+    return result
+
+
 def build_tiny_model(out_dir: Path, cfg: BootstrapConfig) -> None:
-    """Pre-train the tiny Llama and save model + tokenizer to `out_dir` (atomically: temp dir + rename)."""
+    """Pre-train the tiny Llama and save model + tokenizer to `out_dir` (atomically: temp dir + rename).
+
+    task=digit_sums: pre-train until a held-out check lands in `cfg.band` (checked every `check_every` steps
+    from `min_steps`); a model that overshoots it or never reaches it within `steps` is an error."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        _build(out_dir, cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build(out_dir: Path, cfg: BootstrapConfig) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -90,10 +208,33 @@ def build_tiny_model(out_dir: Path, cfg: BootstrapConfig) -> None:
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
     )
-    model = LlamaForCausalLM(model_cfg)
+    if cfg.arch == "gpt2":
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        model = GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=len(tokenizer),
+                n_embd=cfg.hidden_size,
+                n_layer=cfg.num_layers,
+                n_head=cfg.num_heads,
+                n_positions=512,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                resid_pdrop=0.0,
+                embd_pdrop=0.0,
+                attn_pdrop=0.0,
+            )
+        )
+    else:
+        model = LlamaForCausalLM(model_cfg)
     n_params = sum(p.numel() for p in model.parameters())
     log.info(
-        "pre-training a %.2fM-parameter tiny Llama for %d steps -> %s", n_params / 1e6, cfg.steps, out_dir
+        "pre-training a %.2fM-parameter tiny %s for %d steps -> %s",
+        n_params / 1e6,
+        cfg.arch,
+        cfg.steps,
+        out_dir,
     )
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
     warmup = max(1, cfg.steps // 20)
@@ -103,11 +244,18 @@ def build_tiny_model(out_dir: Path, cfg: BootstrapConfig) -> None:
     )
     rng = random.Random(cfg.seed)
     start = time.time()
+    digits = cfg.task == "digit_sums"
+    band = cfg.band if cfg.band is not None else BandConfig()
+    check: dict | None = None
     model.train()
     for step in track(range(cfg.steps), "bootstrap tiny model", unit="step"):
         # Whole batches of one kind: judge prompts are ~5x longer, and mixing them pads every solve example.
-        make = _judge_example if rng.random() < cfg.judge_fraction else _solve_example
-        batch = [make(builder, rng) for _ in range(cfg.batch_size)]
+        if digits:
+            make = _digit_judge_example if rng.random() < cfg.judge_fraction else _digit_solve_example
+            batch = [make(builder, rng, cfg.long_fraction) for _ in range(cfg.batch_size)]
+        else:
+            make = _judge_example if rng.random() < cfg.judge_fraction else _solve_example
+            batch = [make(builder, rng) for _ in range(cfg.batch_size)]
         ids, labels = [], []
         for prompt, target in batch:
             p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -132,6 +280,40 @@ def build_tiny_model(out_dir: Path, cfg: BootstrapConfig) -> None:
                 loss.item(),
                 time.time() - start,
             )
+        done = step + 1
+        if digits and done >= cfg.min_steps and (done % cfg.check_every == 0 or done == cfg.steps):
+            check = band_check(model, tokenizer, builder, band, cfg.seed)
+            model.train()
+            log.info(
+                "bootstrap check at step %d: hard greedy %.3f, hard pass@%d %.3f, easy greedy %.3f "
+                "(band: hard %.2f-%.2f, pass@%d >= %.2f, easy >= %.2f) (%.0fs)",
+                done,
+                check["hard"],
+                band.k,
+                check["pass_at_k"],
+                check["easy"],
+                band.hard_min,
+                band.hard_max,
+                band.k,
+                band.pass_at_k_min,
+                band.easy_min,
+                time.time() - start,
+            )
+            check["step"] = done
+            if check["hard"] > band.hard_max:
+                raise BootstrapError(
+                    f"bootstrap overshot the band at step {done}: hard-set greedy {check['hard']:.3f} > "
+                    f"{band.hard_max} (a base that already solves the long chains leaves self-training "
+                    "nothing to sharpen): lower model.bootstrap.check_every or learning_rate, or change seed"
+                )
+            if in_band(check, band):
+                log.info("bootstrap: in the band at step %d; stopping pre-training there", done)
+                break
+    if digits and (check is None or not in_band(check, band)):
+        got = "no check ran" if check is None else f"last check {check}"
+        raise BootstrapError(
+            f"bootstrap did not reach the band within {cfg.steps} steps ({got}): raise model.bootstrap.steps"
+        )
 
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
@@ -140,7 +322,10 @@ def build_tiny_model(out_dir: Path, cfg: BootstrapConfig) -> None:
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    (tmp / "bootstrap.json").write_text(json.dumps({**cfg.model_dump(), "parameters": n_params}, indent=2))
+    record = {**cfg.model_dump(), "parameters": n_params}
+    if check is not None:
+        record["check"] = check
+    (tmp / "bootstrap.json").write_text(json.dumps(record, indent=2))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, out_dir)
     log.info("tiny model ready at %s (%.0fs)", out_dir, time.time() - start)
@@ -149,13 +334,16 @@ def build_tiny_model(out_dir: Path, cfg: BootstrapConfig) -> None:
 def _check_built_with(path: Path, bootstrap: BootstrapConfig) -> None:
     """A cached tiny model must come from the recipe's bootstrap settings. Reusing one built with others would
     silently change every result, and rebuilding in place would change the model under existing runs."""
-    from selftrain.config import ConfigError
-
     record = path / "bootstrap.json"
     if not record.exists():
         return  # not built by selftrain: the user's own model
     built = json.loads(record.read_text())
     wanted = bootstrap.model_dump()
+    # a field added after the model was built counts as built with its default
+    defaults = BootstrapConfig.model_construct().model_dump()
+    built = {k: built.get(k, defaults.get(k)) for k in wanted} | {
+        k: v for k, v in built.items() if k in wanted
+    }
     diff = [f"{k} {v} vs {built.get(k, 'absent')}" for k, v in wanted.items() if built.get(k) != v]
     if diff:
         raise ConfigError(

@@ -96,6 +96,21 @@ def test_completed_run_status_and_artifacts(reference):
     assert any(float((a0[k] - a1[k]).abs().max()) > 0 for k in a0)
 
 
+def test_status_json_prints_state_and_eval_rows(reference):
+    proc = cli("status", str(reference), "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert [it["iteration"] for it in out["state"]] == [0, 1]
+    assert all(st["status"] == "done" for it in out["state"] for st in it["stages"].values())
+    rows = {(r["iteration"], r["model"], r["source"]): r for r in out["eval"]}
+    assert set(rows) == {
+        (0, "base", "synthetic_arithmetic"),
+        (0, "policy", "synthetic_arithmetic"),
+        (1, "policy", "synthetic_arithmetic"),
+    }
+    assert all(r["n"] == 12 and 0 <= r["accuracy"] <= 1 for r in rows.values())
+
+
 def test_pairs_load_with_datasets(reference):
     from datasets import load_dataset
 

@@ -214,7 +214,12 @@ def test_judge_diagnostics_grade_against_references_only_where_present():
         {"question_id": "b", "answer": "5", "score": 0.1},  # no reference: not graded
     ]
     d = judge_diagnostics(questions, scored)
-    assert d == {"graded": 3, "sample_accuracy": round(1 / 3, 6), "judge_auroc": 1.0}
+    assert d == {
+        "graded": 3,
+        "sample_accuracy": round(1 / 3, 6),
+        "judge_auroc": 1.0,
+        "judge_auroc_within": 1.0,
+    }
     assert judge_diagnostics(questions[1:], scored) == {}
 
 

@@ -102,6 +102,32 @@ def load_synthetic(spec: SourceConfig, seed: int) -> list[Row]:
     ]
 
 
+def _digit_sums(spec: SourceConfig, split: str) -> list[Row]:
+    size = spec.limit or spec.size
+    return [
+        _make(spec, "arithmetic", i, p.question, p.answer(), operands=len(p.operands))
+        for i, p in enumerate(synthetic.digit_sums(split, size, 0))
+    ]
+
+
+@SOURCES.register("digit_sums")
+def load_digit_sums(spec: SourceConfig, seed: int) -> list[Row]:
+    """Digit sums mod 10 (the tiny recipe's toy): `split` train (4-8 operands, unlabeled use), hard, easy."""
+    return _digit_sums(spec, spec.split)
+
+
+@SOURCES.register("digit_sums_hard")
+def load_digit_sums_hard(spec: SourceConfig, seed: int) -> list[Row]:
+    """Held-out 6-8-operand digit sums (longer chains than pre-training mostly saw); `split` is ignored."""
+    return _digit_sums(spec, "hard")
+
+
+@SOURCES.register("digit_sums_easy")
+def load_digit_sums_easy(spec: SourceConfig, seed: int) -> list[Row]:
+    """Held-out 4-5-operand digit sums (the lengths pre-training saw); `split` is ignored."""
+    return _digit_sums(spec, "easy")
+
+
 @SOURCES.register("gsm8k")
 def load_gsm8k(spec: SourceConfig, seed: int) -> list[Row]:
     rows, origin = _rows(spec, "openai/gsm8k", "main")
@@ -195,7 +221,7 @@ def load_source(spec: SourceConfig, seed: int) -> list[Row]:
     rows = SOURCES.get(spec.name)(spec, seed)
     if not rows:
         raise DataError(f"source {spec.name} ({spec.path or spec.split}) has no rows")
-    if spec.name != "synthetic_arithmetic":
+    if spec.name != "synthetic_arithmetic" and not spec.name.startswith("digit_sums"):
         rng = random.Random(f"{spec.name}-{spec.split}-{seed}")
         rows = rows[:]
         rng.shuffle(rows)

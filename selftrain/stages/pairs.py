@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from selftrain.config import Config
-from selftrain.pairs import PAIR_BUILDERS
+from selftrain.pairs import PAIR_BUILDERS, apply_filters
 from selftrain.schemas import PAIRS
 from selftrain.stages.common import StageInputs, chunks, finish, read_shards, write_sharded
 from selftrain.store import Manifest, StageWriter
@@ -22,7 +22,14 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
     build = PAIR_BUILDERS.get(cfg.pairs.builder)
 
     def make_rows(group: list[dict], index: int) -> list[dict]:
-        return [p for q in group for p in build(groups_by_q[q["question_id"]], cfg.pairs.min_margin)]
+        p = cfg.pairs
+        return [
+            row
+            for q in group
+            for row in apply_filters(
+                build(groups_by_q[q["question_id"]], p.min_margin), p.min_chosen_score, p.max_per_question
+            )
+        ]
 
     groups = list(chunks(questions, cfg.data.shard_size))
     shards = write_sharded(writer, inputs, groups, make_rows, PAIRS, f"pairs iter-{inputs.iteration:03d}")

@@ -8,7 +8,7 @@ from collections import defaultdict
 
 from selftrain.config import Config
 from selftrain.diagnostics import judge_diagnostics
-from selftrain.judges import JUDGES
+from selftrain.judges import JUDGES, MODEL_FREE
 from selftrain.schemas import SCORES
 from selftrain.stages.common import StageInputs, chunks, finish, read_shards, shard_seed, write_sharded
 from selftrain.stages.sample import LazyEngine
@@ -25,7 +25,7 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
     judge = JUDGES.get(cfg.judge.name)
     # the judge is the policy itself (CORE-PO judges with the model being trained)
     lazy = LazyEngine(cfg, inputs.policy_adapter())
-    needs_model = cfg.judge.name != "self_consistency"
+    needs_model = cfg.judge.name not in MODEL_FREE
 
     def make_rows(group: list[dict], index: int) -> list[dict]:
         seed = shard_seed(cfg.run.seed, inputs.iteration, index)
@@ -48,9 +48,16 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
         **judge_diagnostics(questions, t.select(["question_id", "answer", "score"]).to_pylist()),
     }
     if stats.get("judge_auroc") is not None:
+        within = stats.get("judge_auroc_within")
         log.info(
-            "judge AUROC against the references (diagnostic only): %.3f; sample accuracy %.3f",
+            "judge AUROC against the references (diagnostic only): %.3f pooled, %s within question; "
+            "sample accuracy %.3f",
             stats["judge_auroc"],
+            "n/a" if within is None else f"{within:.3f}",
             stats["sample_accuracy"],
         )
+        if within is not None and within < 0.6:
+            log.warning(
+                "the judge is near chance within question (AUROC %.3f): its pairs carry little", within
+            )
     return finish(writer, inputs, shards, stats)

@@ -1,4 +1,5 @@
-"""Stage 5, train: LoRA-DPO on this iteration's pairs (TRL + PEFT); resumes from its last checkpoint.
+"""Stage 5, train: LoRA-DPO (or RPO, or SFT on the chosen side: training.loss) on this iteration's pairs (TRL +
+PEFT); resumes from its last checkpoint.
 
 In-process here; under `accelerate launch` (training.accelerate_config) through selftrain.training.launch,
 which shares `prepare_train` and `finish_train`.
@@ -14,7 +15,8 @@ import pyarrow as pa
 from selftrain.config import Config
 from selftrain.stages.common import StageInputs, finish
 from selftrain.store import Manifest, StageWriter, file_info
-from selftrain.training.dpo import save_identity_adapter, train_dpo
+from selftrain.training.dpo import save_identity_adapter
+from selftrain.training.sft import train_policy
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ def train_or_keep(cfg: Config, inputs: StageInputs, out_dir: Path, main_process:
             log.warning("iter-%03d has no preference pairs: keeping the policy unchanged", inputs.iteration)
             save_identity_adapter(cfg, out_dir, init)
         return {"steps": 0, "pairs": 0, "trained": False}
-    return {**train_dpo(cfg, pairs, out_dir, init), "trained": True}
+    return {**train_policy(cfg, pairs, out_dir, init), "trained": True}
 
 
 def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:

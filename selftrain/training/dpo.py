@@ -63,6 +63,13 @@ def latest_checkpoint(ckpt_dir: Path) -> str | None:
     return str(max(found)[1]) if found else None
 
 
+def dpo_loss_args(t: Any) -> dict[str, Any]:
+    """TRL's loss list: dpo = [loss_type]; rpo = DPO + rpo_alpha x NLL on the chosen side (TRL's "sft" term)."""
+    if t.loss == "rpo":
+        return {"loss_type": [t.loss_type, "sft"], "loss_weights": [1.0, t.rpo_alpha]}
+    return {"loss_type": [t.loss_type]}
+
+
 def train_dpo(
     cfg: Config,
     pairs: pa.Table,
@@ -116,7 +123,7 @@ def train_dpo(
         max_steps=t.max_steps,
         num_train_epochs=t.epochs,
         beta=t.beta,
-        loss_type=[t.loss_type],
+        **dpo_loss_args(t),
         max_grad_norm=t.max_grad_norm,
         max_length=t.max_length,
         warmup_steps=t.warmup_ratio,  # transformers 5: a float < 1 is a ratio

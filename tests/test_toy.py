@@ -1,0 +1,201 @@
+"""The digit-sums toy, SFT/RPO training, the pair filters and the study judges (fast: tiny models only)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from selftrain.config import BandConfig, BootstrapConfig, ConfigError, load_config
+from selftrain.data import synthetic
+from selftrain.data.sources import load_source
+
+from .conftest import ROOT
+
+
+def test_digit_sum_solutions_add_every_operand_once_in_any_order():
+    rng = random.Random(0)
+    for _ in range(200):
+        p = synthetic.random_digit_sum(rng, 2, 8)
+        text = p.solution(rng)
+        steps, answer = text.rsplit(" #### ", 1)
+        assert int(answer) == p.answer() == sum(p.operands) % 10
+        parts = steps.split()
+        assert len(parts) == len(p.operands) - 1
+        used = [int(parts[0].split("+")[0])] + [int(s.split("+")[1].split("=")[0]) for s in parts]
+        assert sorted(used) == sorted(p.operands)
+        wrong = synthetic.corrupt_digit_sum(p, rng)
+        assert wrong.rsplit(" #### ", 1)[1] != str(p.answer())
+
+
+def test_digit_sum_sources_hard_easy_held_out_and_unlabeled_train_apart():
+    from selftrain.config import SourceConfig
+
+    train = load_source(SourceConfig(name="digit_sums", split="train", size=3000), 0)
+    hard = load_source(SourceConfig(name="digit_sums_hard", limit=200), 0)
+    easy = load_source(SourceConfig(name="digit_sums_easy", limit=100), 0)
+    assert {r["source"] for r in hard} == {"digit_sums_hard"}
+    assert all(6 <= len(r["question"].split("+")) <= 8 for r in hard)
+    assert all(4 <= len(r["question"].split("+")) <= 5 for r in easy)
+    assert not {r["question"] for r in train} & {r["question"] for r in hard + easy}
+    assert all(synthetic.digit_sum_held_out(synthetic.DigitSum(_ops(r))) for r in hard + easy)
+    q = hard[0]
+    assert q["reference"] == str(sum(_ops(q)) % 10) and q["task"] == "arithmetic"
+
+
+def _ops(row: dict) -> tuple[int, ...]:
+    return tuple(int(x) for x in row["question"].removesuffix("=?").split("+"))
+
+
+def test_shipped_recipe_is_the_digit_sums_toy_with_sc_and_sft():
+    cfg = load_config(ROOT / "configs" / "tiny-digits.yaml")
+    assert cfg.model.bootstrap.task == "digit_sums" and cfg.model.bootstrap.band is not None
+    assert (cfg.judge.name, cfg.pairs.builder, cfg.training.loss) == (
+        "self_consistency",
+        "chosen_only",
+        "sft",
+    )
+    assert [s.name for s in cfg.data.eval] == ["digit_sums_hard", "digit_sums_easy"]
+
+
+def test_chosen_only_needs_sft():
+    with pytest.raises(ConfigError, match="chosen_only has no rejected side"):
+        load_config(ROOT / "configs" / "tiny-digits.yaml", ["training.loss=dpo"])
+
+
+def test_chosen_only_and_filters():
+    from selftrain.pairs import PAIR_BUILDERS, apply_filters
+
+    group = [
+        {"question_id": "q", "prompt": "p", "completion": f"c{i}", "sample_index": i, "score": s, "answer": a}
+        for i, (s, a) in enumerate([(0.5, "1"), (0.25, "2"), (0.5, "1"), (0.0, None), (0.25, "2")])
+    ]
+    rows = PAIR_BUILDERS.get("chosen_only")(group, 0.0)
+    assert [r["chosen"] for r in rows] == ["c0", "c2", "c1", "c4"] and rows[0]["rejected"] is None
+    assert [r["chosen"] for r in apply_filters(rows, 0.5, 0)] == ["c0", "c2"]
+    assert [r["chosen"] for r in apply_filters(rows, 0.0, 3)] == ["c0", "c2", "c1"]
+    pairs = PAIR_BUILDERS.get("majority_vs_minority")(group, 0.0)
+    assert pairs and apply_filters(pairs, 0.6, 0) == []  # chosen score 0.5 < 0.6
+
+
+def test_oracle_and_random_judges_need_no_model():
+    from selftrain.judges import JUDGES, MODEL_FREE
+
+    questions = [{"question_id": "q", "task": "arithmetic", "reference": "3", "choices": None}]
+    samples = {
+        "q": [
+            {"sample_index": i, "completion": f"1+2=3 #### {a}", "answer": a, "finish_reason": "stop"}
+            for i, a in enumerate(["3", "4", "3"])
+        ]
+    }
+    assert {"oracle", "random", "self_consistency"} <= MODEL_FREE
+    oracle = JUDGES.get("oracle")(None, questions, samples, None, None, 0)
+    assert [r["score"] for r in oracle] == [1.0, 0.0, 1.0]
+    r1 = [r["score"] for r in JUDGES.get("random")(None, questions, samples, None, None, 0)]
+    assert r1 == [r["score"] for r in JUDGES.get("random")(None, questions, samples, None, None, 0)]
+    assert len(set(r1)) == 3
+
+
+def test_within_question_auroc_ignores_which_questions_are_hard():
+    from selftrain.diagnostics import auroc, within_question_auroc
+
+    # question a: hard (low scores), b: easy (high); within each the judge ranks at random
+    groups = [
+        ([0.1, 0.2, 0.1, 0.2], [True, False, False, True]),
+        ([0.9, 0.8, 0.9, 0.8], [True, False, False, True]),
+    ]
+    scores = [s for g in groups for s in g[0]]
+    labels = [y for g in groups for y in g[1]]
+    assert within_question_auroc(groups) == 0.5
+    assert auroc(scores, labels) == 0.5
+    assert within_question_auroc([([0.9, 0.1], [True, False]), ([0.5], [True])]) == 1.0
+
+
+def test_rpo_is_dpo_plus_weighted_nll():
+    from selftrain.training.dpo import dpo_loss_args
+
+    cfg = load_config(None, ["training.loss=rpo", "training.rpo_alpha=0.5"])
+    assert dpo_loss_args(cfg.training) == {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.5]}
+    assert dpo_loss_args(load_config().training) == {"loss_type": ["sigmoid"]}
+
+
+def test_digit_sums_bootstrap_errors_when_it_cannot_reach_the_band(tmp_path):
+    from selftrain.tiny import BootstrapError, build_tiny_model
+
+    cfg = BootstrapConfig(
+        task="digit_sums",
+        steps=4,
+        batch_size=8,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        min_steps=2,
+        check_every=2,
+        band=BandConfig(hard_questions=4, easy_questions=4, pass_questions=2, k=2),
+    )
+    with pytest.raises(BootstrapError, match="did not reach the band within 4 steps"):
+        build_tiny_model(tmp_path / "m", cfg)
+    assert not (tmp_path / "m").exists()
+
+
+def test_sft_training_changes_the_adapter(tmp_path, tiny_model):
+    """loss sft on chosen-only rows trains the LoRA adapter (B matrices leave zero) and saves a PEFT adapter
+    that the engines load unchanged."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from safetensors.torch import load_file
+
+    from selftrain.schemas import PAIRS
+    from selftrain.training.sft import train_policy
+
+    rows = [
+        {
+            "question_id": f"q{i}",
+            "prompt": f"<bos>Q: {i}+1=?\nA:",
+            "chosen": f" {i}+1={i + 1} #### {i + 1}",
+            "rejected": None,
+            "chosen_score": 1.0,
+            "rejected_score": None,
+        }
+        for i in range(8)
+    ]
+    pq.write_table(pa.Table.from_pylist(rows, schema=PAIRS), tmp_path / "pairs.parquet")
+    cfg = load_config(
+        None,
+        [
+            f"model.path={tiny_model}",
+            "training.loss=sft",
+            "training.lora.r=4",
+            "training.lora.alpha=8",
+            "training.learning_rate=1e-2",
+            "training.max_steps=3",
+            "training.per_device_batch_size=4",
+            "training.max_length=64",
+        ],
+    )
+    out = tmp_path / "adapter"
+    out.mkdir()
+    stats = train_policy(cfg, pq.read_table(tmp_path / "pairs.parquet"), out, None)
+    assert stats["steps"] == 3 and stats["sft_examples"] == 8 and stats["loss_kind"] == "sft"
+    tensors = load_file(str(out / "adapter_model.safetensors"))
+    b = [v for k, v in tensors.items() if "lora_B" in k]
+    assert b and any(float(v.abs().max()) > 0 for v in b)  # LoRA B starts at zero: training moved it
+    from selftrain.engines.hf import load_model_and_tokenizer
+
+    model, _ = load_model_and_tokenizer(cfg, str(out))
+    assert model is not None
+
+
+def test_cached_model_from_before_the_new_bootstrap_fields_is_still_accepted(tmp_path):
+    """A bootstrap.json written before task/arch/band existed counts as built with their defaults."""
+    import json
+
+    from selftrain.tiny import _check_built_with
+
+    old = BootstrapConfig(steps=800).model_dump()
+    for key in ("task", "arch", "long_fraction", "threads", "check_every", "min_steps", "band"):
+        old.pop(key)
+    (tmp_path / "bootstrap.json").write_text(json.dumps({**old, "parameters": 1}))
+    _check_built_with(tmp_path, BootstrapConfig(steps=800))
+    with pytest.raises(ConfigError, match="task digit_sums vs arithmetic"):
+        _check_built_with(tmp_path, BootstrapConfig(steps=800, task="digit_sums"))
