@@ -104,6 +104,12 @@ def self_consistency(
     builder: PromptBuilder,
     seed: int,
 ) -> list[Row]:
+    return _plain_rows(questions, samples, None)
+
+
+def _plain_rows(questions: list[Row], samples: dict[str, list[Row]], score_fn: Callable | None) -> list[Row]:
+    """Rows of judges that need no model; `score_fn(question, sample)`, or None for the consistency itself.
+    An unfinished or unparsed sample scores 0."""
     rows = []
     for q in questions:
         group = samples.get(q["question_id"], [])
@@ -117,27 +123,7 @@ def self_consistency(
                     "answer_confidence": None,
                     "reasoning_confidence": None,
                     "consistency": c,
-                    "score": c if ok else 0.0,
-                }
-            )
-    return rows
-
-
-def _plain_rows(questions: list[Row], samples: dict[str, list[Row]], score_fn: Callable) -> list[Row]:
-    rows = []
-    for q in questions:
-        group = samples.get(q["question_id"], [])
-        for s, c in zip(group, consistency(group), strict=True):
-            ok = s["finish_reason"] == "stop" and s["answer"] is not None
-            rows.append(
-                {
-                    "question_id": q["question_id"],
-                    "sample_index": s["sample_index"],
-                    "answer": s["answer"],
-                    "answer_confidence": None,
-                    "reasoning_confidence": None,
-                    "consistency": c,
-                    "score": score_fn(q, s) if ok else 0.0,
+                    "score": (c if score_fn is None else score_fn(q, s)) if ok else 0.0,
                 }
             )
     return rows

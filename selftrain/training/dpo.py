@@ -81,66 +81,24 @@ def train_dpo(
     With `training.precompute_ref_logps`, the reference log-probs are read from (or computed once into)
     `ref_cache_root/<key>` (default: `out_dir/../../cache/reference-logps`). Returns summary metrics (the last
     logged DPO metrics, steps, runtime, what happened to the reference log-probs)."""
-    import torch
     from datasets import Dataset
-    from peft import LoraConfig, PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
     t = cfg.training
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    dtype = torch.bfloat16 if t.bf16 else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(
-        cfg.model.path, dtype=dtype, trust_remote_code=cfg.model.trust_remote_code
-    )
-    peft_config = None
     continue_adapter = bool(init_adapter and t.init == "previous")
-    if continue_adapter and t.reference == "previous":
-        # TRL copies the loaded adapter into a frozen "ref" adapter: DPO is anchored at adapter i-1
-        model = PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
-    else:
-        # A fresh adapter through TRL: its reference is the base model with the adapter disabled. With
-        # reference=base and init=previous, adapter i-1's weights are loaded into it below (the paper: one
-        # adapter trained on through the run, always against the base).
-        peft_config = LoraConfig(
-            r=t.lora.r,
-            lora_alpha=t.lora.alpha,
-            lora_dropout=t.lora.dropout,
-            target_modules=t.lora.target_modules,
-            task_type="CAUSAL_LM",
-        )
+    # reference previous: TRL copies the loaded adapter into a frozen "ref" adapter, so DPO is anchored at
+    # adapter i-1. Otherwise a fresh adapter through TRL, whose reference is the base with the adapter
+    # disabled; with reference=base and init=previous, adapter i-1's weights are loaded into it below (the
+    # paper: one adapter trained on through the run, always against the base).
+    keep_loaded = continue_adapter and t.reference == "previous"
+    tokenizer, model, peft_config = load_for_training(cfg, init_adapter if keep_loaded else None)
     # pairs read (and sha256-checked) by the store, not re-read from the files behind its back
     dataset = Dataset(pairs.select(["prompt", "chosen", "rejected"]).combine_chunks())
     ckpt_dir = out_dir / "checkpoints"
-    use_cpu = not torch.cuda.is_available()
     args = DPOConfig(
-        output_dir=str(ckpt_dir),
-        per_device_train_batch_size=t.per_device_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        learning_rate=t.learning_rate,
-        max_steps=t.max_steps,
-        num_train_epochs=t.epochs,
+        **trainer_args(cfg, ckpt_dir),
         beta=t.beta,
         **dpo_loss_args(t),
-        max_grad_norm=t.max_grad_norm,
-        max_length=t.max_length,
-        warmup_steps=t.warmup_ratio,  # transformers 5: a float < 1 is a ratio
-        lr_scheduler_type=t.lr_scheduler,
-        save_strategy="steps",
-        save_steps=t.save_steps,
-        logging_steps=t.logging_steps,
-        bf16=t.bf16 and not use_cpu,
-        use_cpu=use_cpu,
-        gradient_checkpointing=t.gradient_checkpointing,
-        report_to=t.report_to or "none",
-        seed=t.seed,
-        data_seed=t.seed,
-        dataloader_num_workers=0,
-        ddp_find_unused_parameters=False,  # LoRA on fixed modules: every adapter gets a gradient
-        disable_tqdm=False,
-        save_only_model=False,  # optimizer, scheduler and RNG states are what make a resume exact
         precompute_ref_log_probs=t.precompute_ref_logps,
         # no gradients and no optimizer state in that pass: a larger batch is safe and faster
         precompute_ref_batch_size=t.per_device_batch_size * 4,
@@ -163,6 +121,75 @@ def train_dpo(
     )
     if continue_adapter and t.reference == "base":
         _load_adapter_weights(trainer.model, Path(init_adapter))
+    stats = train_and_save(trainer, ckpt_dir, out_dir, METRIC_KEYS)
+    return {
+        "pairs": len(dataset),
+        **({"reference_logps": ref_record} if ref_record else {}),
+        **stats,
+    }
+
+
+def load_for_training(cfg: Config, continue_from: str | None) -> tuple[Any, Any, Any]:
+    """(tokenizer, model, peft_config): the base model with `continue_from`'s adapter loaded trainable, or with
+    a LoRA config for the trainer to add a fresh adapter (peft_config None in the first case)."""
+    import torch
+    from peft import LoraConfig, PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    t, trust = cfg.training, cfg.model.trust_remote_code
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model.path, trust_remote_code=trust)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dtype = torch.bfloat16 if t.bf16 else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(cfg.model.path, dtype=dtype, trust_remote_code=trust)
+    if continue_from:
+        return tokenizer, PeftModel.from_pretrained(model, continue_from, is_trainable=True), None
+    lora = LoraConfig(
+        r=t.lora.r,
+        lora_alpha=t.lora.alpha,
+        lora_dropout=t.lora.dropout,
+        target_modules=t.lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return tokenizer, model, lora
+
+
+def trainer_args(cfg: Config, ckpt_dir: Path) -> dict[str, Any]:
+    """The TrainingArguments shared by DPO and SFT: batch, schedule, checkpoints, device, seeds."""
+    import torch
+
+    t = cfg.training
+    use_cpu = not torch.cuda.is_available()
+    return {
+        "output_dir": str(ckpt_dir),
+        "per_device_train_batch_size": t.per_device_batch_size,
+        "gradient_accumulation_steps": t.gradient_accumulation_steps,
+        "learning_rate": t.learning_rate,
+        "max_steps": t.max_steps,
+        "num_train_epochs": t.epochs,
+        "max_grad_norm": t.max_grad_norm,
+        "max_length": t.max_length,
+        "warmup_steps": t.warmup_ratio,  # transformers 5: a float < 1 is a ratio
+        "lr_scheduler_type": t.lr_scheduler,
+        "save_strategy": "steps",
+        "save_steps": t.save_steps,
+        "logging_steps": t.logging_steps,
+        "bf16": t.bf16 and not use_cpu,
+        "use_cpu": use_cpu,
+        "gradient_checkpointing": t.gradient_checkpointing,
+        "report_to": t.report_to or "none",
+        "seed": t.seed,
+        "data_seed": t.seed,
+        "dataloader_num_workers": 0,
+        "ddp_find_unused_parameters": False,  # LoRA on fixed modules: every adapter gets a gradient
+        "disable_tqdm": False,
+        "save_only_model": False,  # optimizer, scheduler and RNG states are what make a resume exact
+    }
+
+
+def train_and_save(trainer: Any, ckpt_dir: Path, out_dir: Path, metric_keys: list[str]) -> dict[str, Any]:
+    """Train (resuming from the newest complete checkpoint), save the adapter and the log history on rank 0,
+    and summarise: the last logged metrics, steps, runtime and where it ran."""
     resume = latest_checkpoint(ckpt_dir)
     if resume:
         log.info("resuming training from %s", resume)
@@ -178,13 +205,11 @@ def train_dpo(
     if accelerator.is_main_process:
         trainer.model.save_pretrained(str(out_dir), state_dict=state_dict, selected_adapters=["default"])
         check_adapter(out_dir)
-        # the trainer's per-step metrics, kept with the adapter for plots and for checking what DPO did
+        # the trainer's per-step metrics, kept with the adapter for plots and for checking what training did
         atomic_write_text(out_dir / "log_history.json", json.dumps(history, indent=1))
-    last = {k: v for entry in history for k, v in entry.items() if k in METRIC_KEYS}
+    last = {k: v for entry in history for k, v in entry.items() if k in metric_keys}
     return {
         "steps": trainer.state.global_step,
-        "pairs": len(dataset),
-        **({"reference_logps": ref_record} if ref_record else {}),
         "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 2),
         "resumed_from": Path(resume).name if resume else None,
         "device": accelerator.device.type,
