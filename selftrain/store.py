@@ -132,7 +132,11 @@ def write_shard(out_dir: Path, index: int, rows: list[dict[str, Any]], schema: p
     path = out_dir / shard_name(index)
     tmp = out_dir / f".{path.name}.tmp-{os.getpid()}"
     try:
-        pq.write_table(table, tmp)
+        if table.num_rows:
+            pq.write_table(table, tmp)
+        else:  # no row group at all: datasets' parquet loader fails on an empty one (batch size 0)
+            with pq.ParquetWriter(tmp, table.schema):
+                pass
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)  # a full disk must not leave half a shard behind

@@ -261,6 +261,25 @@ def test_damaged_stages_reported_by_status_and_verify_and_repaired(reference, tm
     assert all(cell == "done" for row in _status_rows(run_dir).values() for cell in row)
 
 
+def test_run_folder_with_legacy_manifest_names_is_complete(reference, tmp_path, tiny_model):
+    """A run folder written before the dot prefix (`_manifest.json`): status, verify and run see it complete,
+    as it is (nothing redone, nothing renamed)."""
+    from selftrain.store import LEGACY
+
+    run_dir, recipe = _copy(reference, tmp_path, tiny_model)
+    manifests = sorted(run_dir.glob(f"iter-*/*/{MANIFEST}"))
+    assert len(manifests) == 2 * 6
+    for path in manifests:
+        os.replace(path, path.with_name(LEGACY[MANIFEST]))
+    assert all(cell == "done" for row in _status_rows(run_dir).values() for cell in row)
+    proc = cli("verify", str(run_dir))
+    assert proc.returncode == 0 and "0 damaged" in proc.stdout, proc.stdout
+    proc = cli("run", str(recipe), "--no-prefect")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not list(run_dir.glob(f"iter-*/*/{MANIFEST}")) and not list(run_dir.glob("iter-*/*.replaced-*"))
+    assert _tables(run_dir, 1) == _tables(reference, 1)
+
+
 def test_changed_key_makes_stage_stale_and_nothing_is_deleted(reference, tmp_path, tiny_model):
     run_dir, recipe = _copy(reference, tmp_path, tiny_model)
     files = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())

@@ -47,14 +47,21 @@ def _complete_stage(d, rows=2):
 
 def test_stage_folder_loads_with_datasets_and_pandas(tmp_path):
     """datasets' parquet loader (data_dir=) and pandas read every non-hidden file in a folder: the store's
-    metadata (manifest, markers) is dot-prefixed, so a stage folder reads as its shards alone."""
+    metadata (manifest, markers) is dot-prefixed, so a stage folder reads as its shards alone. An empty shard
+    (a group that made no pairs) has no row group: datasets fails on an empty one."""
     import pandas as pd
     from datasets import load_dataset
 
     from selftrain.store import DAMAGED, FAILED, MANIFEST, METRICS, STARTED
 
     d = tmp_path / "questions"
-    _complete_stage(d, rows=3)
+    StageWriter(d, "fp1")
+    shards = [write_shard(d, 0, [], QUESTIONS), write_shard(d, 1, [ROW] * 3, QUESTIONS)]
+    assert pq.read_table(d / shards[0].name).schema.equals(QUESTIONS) and shards[0].rows == 0
+    write_manifest(
+        d, Manifest(stage="questions", iteration=0, fingerprint="fp1", output_id="o1", shards=shards)
+    )
+    assert read_stage(d).num_rows == 3
     for name in (DAMAGED, FAILED, STARTED, METRICS):  # as `verify`, a failed attempt or evaluate leave them
         (d / name).write_text("{}")
     ds = load_dataset("parquet", data_dir=str(d), split="train", cache_dir=str(tmp_path / "hf"))
