@@ -103,4 +103,6 @@ def prepare_run(root: Path, overrides: list[str]) -> Path:
 
 
 def manifest(run_dir: Path, folder: str) -> dict:
-    return json.loads((run_dir / "iter-000" / folder / "_manifest.json").read_text())
+    from selftrain.store import MANIFEST, marker
+
+    return json.loads(marker(run_dir / "iter-000" / folder, MANIFEST).read_text())

@@ -29,6 +29,7 @@ from selftrain.store import (
     StoreError,
     damage,
     fingerprint,
+    marker,
     move_aside,
     verify_stage,
 )
@@ -135,10 +136,10 @@ def stage_state(cfg: Config, store: RunStore, iteration: int, stage: str) -> Sta
     m = store.manifest(iteration, stage)
     exp = expected(cfg, store, iteration, stage)
     if m is None:
-        if (d / FAILED).exists():
-            err = json.loads((d / FAILED).read_text()).get("error", "")
+        if marker(d, FAILED).exists():
+            err = json.loads(marker(d, FAILED).read_text()).get("error", "")
             return StageState(iteration, stage, "failed", [err])
-        if (d / STARTED).exists():
+        if marker(d, STARTED).exists():
             return StageState(iteration, stage, "partial")
         return StageState(iteration, stage, "missing" if exp else "blocked")
     problems = damage(d, m)  # sizes only (a stat per file), and what `selftrain verify` recorded

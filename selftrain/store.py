@@ -1,6 +1,8 @@
 """The on-disk store: per-iteration stage folders, atomic shards, manifests written last, a run lock.
 
-A stage's output is complete iff its `_manifest.json` exists. Shards are written to a temp name and renamed,
+A stage's output is complete iff its `.manifest.json` exists (or, in folders written before the rename, the
+legacy `_manifest.json`). Metadata names start with a dot so that `datasets.load_dataset("parquet", data_dir=…)`
+and `pandas.read_parquet(folder)`, which read every other file in a folder, see only the shards. Shards are written to a temp name and renamed,
 so a reader never sees half a file and a crashed stage keeps every finished shard. Old output is moved aside,
 never deleted.
 """
@@ -25,10 +27,14 @@ from selftrain.schemas import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "_manifest.json"
-STARTED = "_started.json"  # fingerprint of a stage in progress: finished shards are reused only if it matches
-FAILED = "_failed.json"
-DAMAGED = "_damaged.json"  # written by `selftrain verify` when a file's sha256 differs from the manifest
+# Dot-prefixed: Parquet readers given the folder skip them (`_name` breaks load_dataset, `name.json` both).
+MANIFEST = ".manifest.json"
+STARTED = ".started.json"  # fingerprint of a stage in progress: finished shards are reused only if it matches
+FAILED = ".failed.json"
+DAMAGED = ".damaged.json"  # written by `selftrain verify` when a file's sha256 differs from the manifest
+# Names before the dot prefix: still read (a run folder written then stays complete), never written.
+LEGACY = {name: "_" + name[1:] for name in (MANIFEST, STARTED, FAILED, DAMAGED)}
+METRICS = ".metrics.json"  # the evaluate stage's accuracy table (also in its manifest's stats)
 
 # stage name -> folder name, in DAG order
 STAGES = ["questions", "sample", "score", "pairs", "train", "evaluate"]
@@ -77,6 +83,23 @@ class Manifest(BaseModel):
         return sum(s.rows for s in self.shards)
 
 
+def marker(stage_dir: Path, name: str) -> Path:
+    """The metadata file `name` (MANIFEST, STARTED, FAILED, DAMAGED) of a stage folder: the current name, or the
+    legacy `_name` when only that exists (folders written before the rename are read as they are, not migrated,
+    so read-only commands such as `status` never write)."""
+    path = stage_dir / name
+    if not path.exists() and name in LEGACY and (stage_dir / LEGACY[name]).exists():
+        return stage_dir / LEGACY[name]
+    return path
+
+
+def remove_marker(stage_dir: Path, name: str) -> None:
+    """Remove a metadata file under both its names."""
+    (stage_dir / name).unlink(missing_ok=True)
+    if name in LEGACY:
+        (stage_dir / LEGACY[name]).unlink(missing_ok=True)
+
+
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -109,7 +132,11 @@ def write_shard(out_dir: Path, index: int, rows: list[dict[str, Any]], schema: p
     path = out_dir / shard_name(index)
     tmp = out_dir / f".{path.name}.tmp-{os.getpid()}"
     try:
-        pq.write_table(table, tmp)
+        if table.num_rows:
+            pq.write_table(table, tmp)
+        else:  # no row group at all: datasets' parquet loader fails on an empty one (batch size 0)
+            with pq.ParquetWriter(tmp, table.schema):
+                pass
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)  # a full disk must not leave half a shard behind
@@ -153,9 +180,10 @@ def damage(stage_dir: Path, manifest: Manifest, checksums: bool = False) -> list
             problems.append(f"{entry.name} has {path.stat().st_size} bytes, the manifest says {entry.bytes}")
         elif checksums and sha256_file(path) != entry.sha256:
             problems.append(f"{entry.name}: sha256 differs from the manifest")
-    if not checksums and (stage_dir / DAMAGED).exists():
+    damaged = marker(stage_dir, DAMAGED)
+    if not checksums and damaged.exists():
         with contextlib.suppress(OSError, ValueError):
-            problems += json.loads((stage_dir / DAMAGED).read_text()).get("problems", [])
+            problems += json.loads(damaged.read_text()).get("problems", [])
     return problems
 
 
@@ -191,7 +219,7 @@ def read_stage(stage_dir: Path, verify: bool = True) -> pa.Table:
 
 
 def load_manifest(stage_dir: Path) -> Manifest | None:
-    path = stage_dir / MANIFEST
+    path = marker(stage_dir, MANIFEST)
     if not path.exists():
         return None
     try:
@@ -202,8 +230,8 @@ def load_manifest(stage_dir: Path) -> Manifest | None:
 
 def write_manifest(stage_dir: Path, manifest: Manifest) -> None:
     atomic_write_text(stage_dir / MANIFEST, manifest.model_dump_json(indent=2))
-    for marker in (STARTED, FAILED, DAMAGED):
-        (stage_dir / marker).unlink(missing_ok=True)
+    for name in (STARTED, FAILED, DAMAGED):
+        remove_marker(stage_dir, name)
 
 
 def fingerprint(stage: str, config: dict[str, Any], upstream: dict[str, str]) -> str:
@@ -276,15 +304,17 @@ class StageWriter:
         self.dir = stage_dir
         self.fp = fp
         self.started_at = now()
-        started = stage_dir / STARTED
+        started = marker(stage_dir, STARTED)
         if stage_dir.exists():
             prev = json.loads(started.read_text()).get("fingerprint") if started.exists() else None
-            if prev != fp or (stage_dir / MANIFEST).exists():
+            if prev != fp or marker(stage_dir, MANIFEST).exists():
                 move_aside(stage_dir, "replaced")
         stage_dir.mkdir(parents=True, exist_ok=True)
         if not started.exists():
-            atomic_write_text(started, json.dumps({"fingerprint": fp, "started_at": self.started_at}))
-        (stage_dir / FAILED).unlink(missing_ok=True)
+            atomic_write_text(
+                stage_dir / STARTED, json.dumps({"fingerprint": fp, "started_at": self.started_at})
+            )
+        remove_marker(stage_dir, FAILED)
 
     def done_shard(self, index: int) -> ShardInfo | None:
         path = self.dir / shard_name(index)

@@ -1,6 +1,6 @@
 """`selftrain verify RUN`: every completed stage's files against their sha256 in the manifest.
 
-Damaged stages are marked (`_damaged.json` in the stage folder, so `status` and `run` report them until they
+Damaged stages are marked (`.damaged.json` in the stage folder, so `status` and `run` report them until they
 are redone) and each damaged iteration gets the `selftrain rerun` command that repairs it.
 """
 
@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 
 from selftrain.pipeline import rerun_command
-from selftrain.store import DAMAGED, STAGES, RunStore, atomic_write_text, damage, now
+from selftrain.store import DAMAGED, STAGES, RunStore, atomic_write_text, damage, now, remove_marker
 
 
 @dataclass
@@ -39,7 +39,7 @@ def verify_run(store: RunStore) -> tuple[Checked, list[tuple[int, str, list[str]
                 damaged.append((it, stage, problems))
                 atomic_write_text(d / DAMAGED, json.dumps({"problems": problems, "at": now()}))
             else:
-                (d / DAMAGED).unlink(missing_ok=True)  # repaired by hand since the last verify
+                remove_marker(d, DAMAGED)  # repaired by hand since the last verify
     return checked, damaged
 
 

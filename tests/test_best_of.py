@@ -72,7 +72,7 @@ def test_best_of_on_the_tiny_model(tmp_path, tiny_model):
     from selftrain.judges import JUDGES
     from selftrain.prompts import PromptBuilder
     from selftrain.stages.common import shard_seed
-    from selftrain.store import RunStore, read_shard
+    from selftrain.store import METRICS, RunStore, read_shard
 
     recipe = tiny_recipe(
         tmp_path,
@@ -136,6 +136,6 @@ def test_best_of_on_the_tiny_model(tmp_path, tiny_model):
         cell = manifest.stats["metrics"][model]["synthetic_arithmetic"]
         assert len(selected) == 4 and cell["best_of_k"] == 3
         assert cell["best_of_correct"] == sum(r["correct"] for r in selected)
-    assert json.loads((stage_dir / "metrics.json").read_text()) == manifest.stats["metrics"]
+    assert json.loads((stage_dir / METRICS).read_text()) == manifest.stats["metrics"]
     status = cli("status", str(store.run_dir))
     assert status.returncode == 0 and "best-of-3" in status.stdout

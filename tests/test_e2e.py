@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from selftrain.store import RunStore, read_stage, sha256_file
+from selftrain.store import DAMAGED, MANIFEST, METRICS, RunStore, read_stage, sha256_file
 
 from .conftest import ROOT, cli, tiny_recipe, write_recipe
 
@@ -42,7 +42,9 @@ def reference(tmp_path_factory, tiny_model):
     # stdout carries the result only (training's loss dicts and library warnings go to stderr)...
     lines = proc.stdout.splitlines()
     assert lines[0] == f"run folder: {run_dir}" and lines[1].split()[:3] == ["iteration", "model", "source"]
-    assert len(lines) == 2 + 3 and all(line.split()[0].isdigit() for line in lines[2:]), proc.stdout
+    # (then the report's path: `run` writes RUN/report/report.html at the end)
+    assert len(lines) == 2 + 3 + 1 and all(line.split()[0].isdigit() for line in lines[2:-1]), proc.stdout
+    assert lines[-1].startswith("report: ") and lines[-1].endswith("report.html"), proc.stdout
     # ...and the config is logged in full once per run, not once per stage
     assert (
         proc.stderr.count("data.questions_per_iteration") == 0
@@ -87,7 +89,7 @@ def test_completed_run_status_and_artifacts(reference):
         line.split() for line in proc.stdout.splitlines() if line.strip()[:1].isdigit() and "done" in line
     ]
     assert len(rows) == 2 and all(cell == "done" for row in rows for cell in row[1:7])
-    metrics = json.loads((reference / "iter-000" / "eval" / "metrics.json").read_text())
+    metrics = json.loads((reference / "iter-000" / "eval" / METRICS).read_text())
     assert set(metrics) == {"base", "policy"} and metrics["policy"]["synthetic_arithmetic"]["n"] == 12
     # training changed the adapter: LoRA B starts at zero
     assert max(float(v.abs().max()) for k, v in _adapter(reference).items() if "lora_B" in k) > 0
@@ -118,6 +120,23 @@ def test_pairs_load_with_datasets(reference):
     ds = load_dataset("parquet", data_files=files, split="train")
     assert {"prompt", "chosen", "rejected"} <= set(ds.column_names)
     assert len(ds) > 0 and all(r["chosen"] != r["rejected"] for r in ds)
+
+
+@pytest.mark.parametrize("stage", ["sample", "score", "pairs", "evaluate"])
+def test_stage_folders_load_with_datasets_and_pandas(stage, reference, tmp_path):
+    """A completed stage folder as it is, given to datasets' parquet loader and to pandas: both read every
+    non-hidden file in it, so its metadata (manifest, metrics, markers) must not be one of them."""
+    import pandas as pd
+    from datasets import load_dataset
+
+    store = RunStore(reference)
+    for iteration in (0, 1):
+        folder = store.stage_dir(iteration, stage)
+        rows = store.manifest(iteration, stage).rows
+        assert rows > 0
+        ds = load_dataset("parquet", data_dir=str(folder), split="train", cache_dir=str(tmp_path / "hf"))
+        assert len(ds) == rows
+        assert len(pd.read_parquet(folder)) == rows
 
 
 def test_adapter_loads_with_peft(reference, tiny_model):
@@ -154,7 +173,7 @@ def test_sigkill_then_resume_equals_uninterrupted(kill_at, reference, tmp_path, 
     assert {p: (stage_dir / p).stat().st_mtime_ns for p in kept} == kept
     if stage == "train":
         assert ckpts == ["checkpoint-2"]
-        manifest = json.loads((stage_dir / "_manifest.json").read_text())
+        manifest = json.loads((stage_dir / MANIFEST).read_text())
         assert manifest["stats"]["resumed_from"] == "checkpoint-2" and manifest["stats"]["steps"] == 4
         ref, got = _adapter(reference), _adapter(run_dir)
         assert all(float((ref[k] - got[k]).abs().max()) < 1e-5 for k in ref)
@@ -252,9 +271,28 @@ def test_damaged_stages_reported_by_status_and_verify_and_repaired(reference, tm
     proc = cli("verify", str(run_dir))
     assert proc.returncode == 0 and "0 damaged" in proc.stdout, proc.stdout
     assert not [
-        p for p in run_dir.glob("iter-*/*/_damaged.json") if "." not in p.parent.name
+        p for p in run_dir.glob(f"iter-*/*/{DAMAGED}") if "." not in p.parent.name
     ]  # (moved aside: kept)
     assert all(cell == "done" for row in _status_rows(run_dir).values() for cell in row)
+
+
+def test_run_folder_with_legacy_manifest_names_is_complete(reference, tmp_path, tiny_model):
+    """A run folder written before the dot prefix (`_manifest.json`): status, verify and run see it complete,
+    as it is (nothing redone, nothing renamed)."""
+    from selftrain.store import LEGACY
+
+    run_dir, recipe = _copy(reference, tmp_path, tiny_model)
+    manifests = sorted(run_dir.glob(f"iter-*/*/{MANIFEST}"))
+    assert len(manifests) == 2 * 6
+    for path in manifests:
+        os.replace(path, path.with_name(LEGACY[MANIFEST]))
+    assert all(cell == "done" for row in _status_rows(run_dir).values() for cell in row)
+    proc = cli("verify", str(run_dir))
+    assert proc.returncode == 0 and "0 damaged" in proc.stdout, proc.stdout
+    proc = cli("run", str(recipe), "--no-prefect")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not list(run_dir.glob(f"iter-*/*/{MANIFEST}")) and not list(run_dir.glob("iter-*/*.replaced-*"))
+    assert _tables(run_dir, 1) == _tables(reference, 1)
 
 
 def test_changed_key_makes_stage_stale_and_nothing_is_deleted(reference, tmp_path, tiny_model):
@@ -282,7 +320,7 @@ def test_corrupt_shard_is_named_and_store_left_intact(reference, tmp_path, tiny_
     assert proc.returncode == 2 and "corrupt shard" in proc.stderr and "part-00000.parquet" in proc.stderr
     proc = cli("rerun", str(run_dir), "--iteration", "0", "--stage", "score", "--no-prefect")
     assert proc.returncode == 2 and "part-00000.parquet" in proc.stderr, proc.stderr
-    assert (run_dir / "iter-000" / "scores" / "_manifest.json").exists()  # nothing moved aside
+    assert (run_dir / "iter-000" / "scores" / MANIFEST).exists()  # nothing moved aside
 
 
 def test_corrupt_pairs_shard_stops_train_with_one_line(reference, tmp_path, tiny_model):
@@ -366,7 +404,7 @@ def test_one_iteration_under_prefect(tmp_path, tiny_model, restored_environ):
         published = asyncio.run(_artifacts_by_key())
     for stage in ("questions", "sample", "score", "pairs", "train", "evaluate"):
         assert store.manifest(0, stage) is not None, stage
-    assert (store.stage_dir(0, "evaluate") / "metrics.json").exists()
+    assert (store.stage_dir(0, "evaluate") / METRICS).exists()
     assert any("accelerate.commands.launch" in m for m in task_logs), task_logs[:20]  # the launch command
     saved = [m for m in task_logs if "adapter saved" in m]  # written by the launched rank-0 process
     assert len(saved) == 1, saved  # relayed once, not once per handler

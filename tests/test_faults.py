@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from selftrain.store import MANIFEST
+
 from .conftest import ROOT, cli, tiny_recipe, write_recipe
 
 
@@ -164,7 +166,7 @@ def test_write_fault_in_a_stage_is_one_line_and_resumable(tmp_path, fault, messa
         timeout=300,
         cwd=ROOT,
     )
-    assert done.returncode == 0 and (questions / "_manifest.json").exists(), done.stderr[-2000:]
+    assert done.returncode == 0 and (questions / MANIFEST).exists(), done.stderr[-2000:]
 
 
 def _mount_tmpfs(where: Path, size: str) -> None:

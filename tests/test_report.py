@@ -20,7 +20,7 @@ from selftrain.report.calibration import (
     within_question_auroc,
 )
 from selftrain.schemas import BY_STAGE
-from selftrain.store import FOLDERS, STARTED, Manifest, RunStore, write_manifest, write_shard
+from selftrain.store import DAMAGED, FOLDERS, STARTED, Manifest, RunStore, write_manifest, write_shard
 
 from .conftest import cli, tiny_recipe, write_recipe
 
@@ -209,7 +209,7 @@ def _fake_run(root: Path) -> Path:
     _stage(store, 0, "evaluate", [], {"metrics": metrics})
     _stage(store, 1, "questions", questions, {"questions": 6})
     _stage(store, 1, "sample", samples, {"samples": 18, "mean_tokens": 10.0, "sampling_s": 2.0})
-    (store.stage_dir(1, "sample") / "_damaged.json").write_text("{}")  # as `selftrain verify` marks it
+    (store.stage_dir(1, "sample") / DAMAGED).write_text("{}")  # as `selftrain verify` marks it
     (store.stage_dir(1, "score")).mkdir(parents=True)
     (store.stage_dir(1, "score") / STARTED).write_text(json.dumps({"fingerprint": "f"}))
     return store.run_dir

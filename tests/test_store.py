@@ -45,6 +45,68 @@ def _complete_stage(d, rows=2):
     return info
 
 
+def test_stage_folder_loads_with_datasets_and_pandas(tmp_path):
+    """datasets' parquet loader (data_dir=) and pandas read every non-hidden file in a folder: the store's
+    metadata (manifest, markers) is dot-prefixed, so a stage folder reads as its shards alone. An empty shard
+    (a group that made no pairs) has no row group: datasets fails on an empty one."""
+    import pandas as pd
+    from datasets import load_dataset
+
+    from selftrain.store import DAMAGED, FAILED, MANIFEST, METRICS, STARTED
+
+    d = tmp_path / "questions"
+    StageWriter(d, "fp1")
+    shards = [write_shard(d, 0, [], QUESTIONS), write_shard(d, 1, [ROW] * 3, QUESTIONS)]
+    assert pq.read_table(d / shards[0].name).schema.equals(QUESTIONS) and shards[0].rows == 0
+    write_manifest(
+        d, Manifest(stage="questions", iteration=0, fingerprint="fp1", output_id="o1", shards=shards)
+    )
+    assert read_stage(d).num_rows == 3
+    for name in (DAMAGED, FAILED, STARTED, METRICS):  # as `verify`, a failed attempt or evaluate leave them
+        (d / name).write_text("{}")
+    ds = load_dataset("parquet", data_dir=str(d), split="train", cache_dir=str(tmp_path / "hf"))
+    assert len(ds) == 3 and ds[0]["question_id"] == "q1"
+    assert len(pd.read_parquet(d)) == 3
+    assert MANIFEST.startswith(".") and (d / MANIFEST).exists()
+
+
+def test_legacy_metadata_names_still_read(tmp_path):
+    """Run folders written before the dot prefix keep working as they are: `_manifest.json` alone means
+    complete, `_damaged.json` damaged, `_started.json` a resumable attempt; a rewrite clears both names."""
+    from selftrain.report.gather import stage_info
+    from selftrain.store import DAMAGED, LEGACY, MANIFEST, STARTED, damage
+
+    assert LEGACY[MANIFEST] == "_manifest.json" and MANIFEST != "_manifest.json"
+    store = RunStore(tmp_path / "run")
+    d = store.stage_dir(0, "questions")
+    info = _complete_stage(d)
+    os.replace(d / MANIFEST, d / "_manifest.json")
+    assert sorted(p.name for p in d.iterdir()) == ["_manifest.json", info.name]
+    assert load_manifest(d).rows == 2 and read_stage(d).num_rows == 2 and verify_stage(d).output_id == "o1"
+    assert stage_info(store, 0, "questions").status == "done"
+    (d / "_damaged.json").write_text(json.dumps({"problems": ["recorded by an old verify"]}))
+    assert damage(d, load_manifest(d)) == ["recorded by an old verify"]
+    assert stage_info(store, 0, "questions").status == "damaged"
+    StageWriter(d, "fp1")  # complete (legacy manifest): moved aside, as a complete stage is
+    assert not (d / "_manifest.json").exists()
+    assert len(list(d.parent.glob("questions.replaced-*"))) == 1
+
+    # an interrupted attempt under the old name resumes (finished shards kept), and its manifest replaces both
+    d2 = store.stage_dir(0, "sample")
+    StageWriter(d2, "fp2")
+    kept = write_shard(d2, 0, [ROW], QUESTIONS)
+    os.replace(d2 / STARTED, d2 / "_started.json")
+    (d2 / "_damaged.json").write_text("{}")
+    assert stage_info(store, 0, "sample").status == "partial"
+    StageWriter(d2, "fp2")
+    assert (d2 / kept.name).exists() and not list(d2.parent.glob("samples.replaced-*"))
+    write_manifest(
+        d2, Manifest(stage="questions", iteration=0, fingerprint="fp2", output_id="o2", shards=[kept])
+    )
+    assert sorted(p.name for p in d2.iterdir()) == [MANIFEST, kept.name]
+    assert DAMAGED not in {p.name for p in d2.iterdir()}
+
+
 def test_shard_written_through_schema_and_atomically(tmp_path):
     info = write_shard(tmp_path, 3, [ROW], QUESTIONS)
     assert info.name == "part-00003.parquet" and info.rows == 1

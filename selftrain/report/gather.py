@@ -23,6 +23,7 @@ from selftrain.store import (
     Manifest,
     RunStore,
     StoreError,
+    marker,
     read_stage,
 )
 
@@ -93,18 +94,18 @@ def stage_info(store: RunStore, iteration: int, stage: str) -> StageInfo:
     """Status from the files alone (no config needed, so no staleness check: `selftrain status` does that)."""
     d = store.stage_dir(iteration, stage)
     manifest = store.manifest(iteration, stage)
-    if manifest is not None and (d / DAMAGED).exists():
+    if manifest is not None and marker(d, DAMAGED).exists():
         # `selftrain verify` found its files changed: its numbers are shown, the stage is listed as damaged
         return StageInfo(iteration, stage, "damaged", manifest, error="files differ from the manifest")
     if manifest is not None:
         return StageInfo(iteration, stage, "done", manifest)
-    if (d / FAILED).exists():
+    if marker(d, FAILED).exists():
         try:
-            error = json.loads((d / FAILED).read_text()).get("error")
+            error = json.loads(marker(d, FAILED).read_text()).get("error")
         except (OSError, ValueError):
             error = None
         return StageInfo(iteration, stage, "failed", error=error)
-    if (d / STARTED).exists():
+    if marker(d, STARTED).exists():
         return StageInfo(iteration, stage, "partial")
     return StageInfo(iteration, stage, "missing")
 

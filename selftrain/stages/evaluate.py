@@ -20,7 +20,7 @@ from selftrain.prompts import PromptBuilder
 from selftrain.schemas import EVAL
 from selftrain.stages.common import StageInputs, chunks, finish, read_shards, shard_seed, write_sharded
 from selftrain.stages.sample import LazyEngine, sample_rows
-from selftrain.store import Manifest, StageWriter, atomic_write_text, file_info
+from selftrain.store import METRICS, Manifest, StageWriter, atomic_write_text, file_info
 
 
 def metrics_by_source(rows: list[dict]) -> dict[str, dict[str, dict]]:
@@ -132,7 +132,7 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
         for e in engines.values():
             e.close()
     metrics = metrics_by_source(read_shards(writer.dir, shards, EVAL).to_pylist())
-    path = writer.dir / "metrics.json"
+    path = writer.dir / METRICS
     atomic_write_text(path, json.dumps(metrics, indent=2))
     files = [file_info(path)]
     return finish(writer, inputs, shards, {"metrics": metrics}, files)
