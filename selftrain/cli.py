@@ -159,23 +159,30 @@ def _status_json(cfg, store, iterations: list[int]) -> dict:  # noqa: ANN001
         "iterations_configured": cfg.run.iterations,
         "seed": cfg.run.seed,
         "state": state,
-        "eval": [
-            {"iteration": it, "model": m, "source": src, "accuracy": acc, "n": n}
-            for it, m, src, acc, n in accuracy_table(store)
-        ],
+        "eval": [_eval_row(row) for row in accuracy_table(store)],
     }
+
+
+def _eval_row(row: tuple) -> dict:
+    """An accuracy_table row as JSON: greedy accuracy, plus best-of-K where the run evaluated it."""
+    it, m, src, acc, n, *best = row
+    out = {"iteration": it, "model": m, "source": src, "accuracy": acc, "n": n}
+    if best and best[0]:
+        out.update(best_of_k=best[0], best_of_accuracy=best[1])
+    return out
 
 
 def _print_by_iteration(rows: list) -> None:
     """One line per evaluated model: each eval source's accuracy and its change from the base model."""
     if not rows:
         return
-    sources = list(dict.fromkeys(src for _, _, src, _, _ in rows))
-    cells = {(it, m, src): acc for it, m, src, acc, _ in rows}
+    # rows: (iteration, model, source, accuracy, n, ...best-of columns)
+    sources = list(dict.fromkeys(row[2] for row in rows))
+    cells = {(row[0], row[1], row[2]): row[3] for row in rows}
     base = {src: cells.get((0, "base", src)) for src in sources}
     _out("")
     _out(f"{'iteration':>9}  {'model':<6}  " + "  ".join(f"{s:>24}" for s in sources))
-    for it, m in dict.fromkeys((it, m) for it, m, _, _, _ in rows):
+    for it, m in dict.fromkeys((row[0], row[1]) for row in rows):
         parts = []
         for src in sources:
             acc = cells.get((it, m, src))
