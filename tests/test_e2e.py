@@ -42,8 +42,11 @@ def reference(tmp_path_factory, tiny_model):
     # stdout carries the result only (training's loss dicts and library warnings go to stderr)...
     lines = proc.stdout.splitlines()
     assert lines[0] == f"run folder: {run_dir}" and lines[1].split()[:3] == ["iteration", "model", "source"]
-    # (then the report's path: `run` writes RUN/report/report.html at the end)
-    assert len(lines) == 2 + 3 + 1 and all(line.split()[0].isdigit() for line in lines[2:-1]), proc.stdout
+    # the accuracy table (3 rows), a blank line, the per-iteration table with changes from base (header + 3
+    # rows), then the report's path: `run` writes RUN/report/report.html at the end
+    assert len(lines) == 2 + 3 + 2 + 3 + 1, proc.stdout
+    assert all(line.split()[0].isdigit() for line in lines[2:5] + lines[7:-1]), proc.stdout
+    assert lines[5] == "" and lines[6].split()[:2] == ["iteration", "model"], proc.stdout
     assert lines[-1].startswith("report: ") and lines[-1].endswith("report.html"), proc.stdout
     # ...and the config is logged in full once per run, not once per stage
     assert (
