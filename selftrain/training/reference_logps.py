@@ -103,13 +103,40 @@ def caching_trainer_class(cache_dir: Path, details: dict[str, Any], record: dict
             import time
 
             start = time.perf_counter()
-            out = super()._precompute_ref_logps(dataset, name, batch_size)
+            chosen, rejected = self._reference_pass(dataset, batch_size)
             seconds = round(time.perf_counter() - start, 3)
             if self.accelerator.is_main_process:
-                save(cache_dir, out["ref_chosen_logps"], out["ref_rejected_logps"], details)
+                save(cache_dir, chosen, rejected, details)
             self.accelerator.wait_for_everyone()
             record.update(reused=False, key=cache_dir.name, seconds=seconds)
             log.info("reference log-probs computed in %.1fs and kept in %s", seconds, cache_dir)
-            return out
+            return dataset.add_column("ref_chosen_logps", chosen).add_column("ref_rejected_logps", rejected)
+
+        def _reference_pass(self, dataset, batch_size):  # noqa: ANN001, ANN202
+            """TRL's own pass (its collator, `compute_ref_log_probs`, the gather across ranks), without its
+            hand-off through the datasets cache: for an in-memory dataset that cache lives in a per-process
+            temp folder, so under `accelerate launch` rank 1 looked for rank 0's file and failed."""
+            import torch
+            from torch.utils.data import DataLoader
+            from trl.models import prepare_deepspeed
+
+            loader = DataLoader(
+                dataset, batch_size=batch_size, collate_fn=self.data_collator, num_workers=0, shuffle=False
+            )
+            loader = self.accelerator.prepare(loader)
+            # before `train` prepares the model: with DeepSpeed its parameters are still on CPU / sharded
+            if self.ref_model is None and self.is_deepspeed_enabled:
+                if self._precompute_engine is None:
+                    self._precompute_engine = prepare_deepspeed(self.model, self.accelerator)
+                model = self._precompute_engine
+            else:
+                model = self.ref_model or self.model
+            chosen, rejected = [], []
+            for batch in loader:
+                c, r = self.compute_ref_log_probs(model, batch)
+                c, r = self.accelerator.gather_for_metrics((c, r))
+                chosen.append(c.float().cpu())
+                rejected.append(r.float().cpu())
+            return torch.cat(chosen).tolist(), torch.cat(rejected).tolist()
 
     return CachingDPOTrainer
