@@ -88,7 +88,8 @@ def kill_tree(tag: str) -> None:
 
 def landed(run_dir: Path) -> str:
     """Where the kill landed: the first stage without a manifest (`train+accelerate` while launched)."""
-    from selftrain.store import STAGES, RunStore
+    from selftrain.spec import STAGES
+    from selftrain.store import RunStore
 
     store = RunStore(run_dir)
     if not store.config_path.exists():

@@ -48,7 +48,7 @@ def judge_prompts(tokenizer, count: int) -> list[str]:  # noqa: ANN001
 def worker() -> None:
     mode, model, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
     from selftrain.config import load_config
-    from selftrain.engines.base import load_engine
+    from selftrain.engines import load_engine
 
     engine_name = "vllm" if mode == "vllm" else "hf"
     cfg = load_config(None, [f"model.path={model}", f"engine.name={engine_name}", "judge.batch_size=64"])

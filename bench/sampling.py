@@ -82,8 +82,8 @@ def main() -> None:
         return wall, rss, run_dir
 
     ours_wall, ours_rss, run_dir = stage(args.questions, "ours")
-    m = manifest(run_dir, "samples")
-    ours_tokens = sum(read_stage(run_dir / "iter-000" / "samples").column("num_tokens").to_pylist())
+    m = manifest(run_dir, "sample")
+    ours_tokens = sum(read_stage(run_dir / "iter-000" / "sample").column("num_tokens").to_pylist())
 
     tok = AutoTokenizer.from_pretrained(str(model))
     builder = PromptBuilder(tok, "plain")

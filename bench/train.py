@@ -122,10 +122,10 @@ def main() -> None:
     ours_rates, bare_rates, ours_rss, bare_rss = [], [], 0, 0
     ours_walls, bare_walls, ours_loss, bare_loss = [], [], [], []
     for i in range(args.repeats):
-        shutil.rmtree(run_dir / "iter-000" / "policy", ignore_errors=True)  # a fresh train stage each time
+        shutil.rmtree(run_dir / "iter-000" / "train", ignore_errors=True)  # a fresh train stage each time
         shutil.rmtree(tmp / "bare", ignore_errors=True)
         wall, rss, _ = run_child("selftrain.stages", str(run_dir), "0", "train", env=env)
-        stats = manifest(run_dir, "policy")["stats"]
+        stats = manifest(run_dir, "train")["stats"]
         ours_rates.append(stats["steps"] / stats["train_runtime_s"])
         ours_rss = max(ours_rss, rss)
         ours_walls.append(wall)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from selftrain.logs import setup_logging
+from selftrain.spec import STAGES
 
 log = logging.getLogger("selftrain")
 
@@ -54,6 +55,7 @@ def _orchestrate(args: argparse.Namespace, store_root: str):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from selftrain.config import load_config
+    from selftrain.console import accuracy_lines, by_iteration_lines
     from selftrain.runner import accuracy_table, run
 
     overrides = list(args.set or [])
@@ -63,8 +65,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = run(cfg, rebuild_stale=args.rebuild_stale, iteration_fn=_orchestrate(args, cfg.store.root))
     _out(f"run folder: {store.run_dir}")
     table = accuracy_table(store)
-    _print_accuracy(table)
-    _print_by_iteration(table)
+    for line in [*accuracy_lines(table), *by_iteration_lines(table)]:
+        _out(line)
     _out(f"report: {_write_report(store.run_dir)}")
     return 0
 
@@ -93,22 +95,11 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_accuracy(rows: list) -> None:
-    if not rows:
-        return
-    # best-of-K accuracy (evaluation.best_of) in a column beside greedy, only when a run has it
-    k = next((r[5] for r in rows if r[5]), None)
-    best = f"  {f'best-of-{k}':>9}" if k else ""
-    _out(f"{'iteration':>9}  {'model':<6}  {'source':<22} {'accuracy':>8}{best}  {'n':>5}")
-    for it, model, src, accuracy, n, _, best_acc in rows:
-        best = f"  {'-' if best_acc is None else f'{best_acc:.3f}':>9}" if k else ""
-        _out(f"{it:>9}  {model:<6}  {src:<22} {accuracy:>8.3f}{best}  {n:>5}")
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     from selftrain.config import load_config
-    from selftrain.pipeline import stage_state
-    from selftrain.store import STAGES, RunStore, StoreError
+    from selftrain.console import accuracy_lines, status_json
+    from selftrain.plan import method_stages, stage_state
+    from selftrain.store import RunStore, StoreError
 
     store = RunStore(args.run)
     if not store.config_path.exists():
@@ -116,14 +107,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     cfg = load_config(store.config_path)
     iterations = sorted(set(range(cfg.run.iterations)) | set(store.iterations_on_disk()))
     if getattr(args, "json", False):
-        _out(json.dumps(_status_json(cfg, store, iterations), indent=2))
+        _out(json.dumps(status_json(cfg, store, iterations), indent=2))
         return 0
     _out(f"run {store.run_dir}  ({cfg.run.iterations} iterations configured)")
-    _out("iteration  " + "  ".join(f"{s:<9}" for s in STAGES))
+    stages = method_stages(cfg)
+    _out("iteration  " + "  ".join(f"{s:<9}" for s in stages))
     notes = []
     for it in iterations:
         cells = []
-        for stage in STAGES:
+        for stage in stages:
             st = stage_state(cfg, store, it, stage)
             cells.append(f"{st.status:<9}")
             if st.status in ("stale", "failed", "damaged"):
@@ -137,61 +129,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     from selftrain.runner import accuracy_table
 
-    _print_accuracy(accuracy_table(store))
+    for line in accuracy_lines(accuracy_table(store)):
+        _out(line)
     return 0
-
-
-def _status_json(cfg, store, iterations: list[int]) -> dict:  # noqa: ANN001
-    """`status --json`: the run state (stage statuses, with reasons) and the evaluation rows."""
-    from selftrain.pipeline import stage_state
-    from selftrain.runner import accuracy_table
-    from selftrain.store import STAGES
-
-    state = []
-    for it in iterations:
-        stages = {}
-        for stage in STAGES:
-            st = stage_state(cfg, store, it, stage)
-            stages[stage] = {"status": st.status, **({"reasons": st.reasons} if st.reasons else {})}
-        state.append({"iteration": it, "stages": stages})
-    return {
-        "run": str(store.run_dir),
-        "iterations_configured": cfg.run.iterations,
-        "seed": cfg.run.seed,
-        "state": state,
-        "eval": [_eval_row(row) for row in accuracy_table(store)],
-    }
-
-
-def _eval_row(row: tuple) -> dict:
-    """An accuracy_table row as JSON: greedy accuracy, plus best-of-K where the run evaluated it."""
-    it, m, src, acc, n, *best = row
-    out = {"iteration": it, "model": m, "source": src, "accuracy": acc, "n": n}
-    if best and best[0]:
-        out.update(best_of_k=best[0], best_of_accuracy=best[1])
-    return out
-
-
-def _print_by_iteration(rows: list) -> None:
-    """One line per evaluated model: each eval source's accuracy and its change from the base model."""
-    if not rows:
-        return
-    # rows: (iteration, model, source, accuracy, n, ...best-of columns)
-    sources = list(dict.fromkeys(row[2] for row in rows))
-    cells = {(row[0], row[1], row[2]): row[3] for row in rows}
-    base = {src: cells.get((0, "base", src)) for src in sources}
-    _out("")
-    _out(f"{'iteration':>9}  {'model':<6}  " + "  ".join(f"{s:>24}" for s in sources))
-    for it, m in dict.fromkeys((row[0], row[1]) for row in rows):
-        parts = []
-        for src in sources:
-            acc = cells.get((it, m, src))
-            if acc is None:
-                parts.append(f"{'-':>24}")
-                continue
-            delta = "" if m == "base" or base[src] is None else f" ({acc - base[src]:+.3f} vs base)"
-            parts.append(f"{f'{acc:.3f}{delta}':>24}")
-        _out(f"{it:>9}  {m:<6}  " + "  ".join(parts))
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
@@ -237,18 +177,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from selftrain.config import load_config
+    from selftrain.plan import policy_stage
     from selftrain.store import RunStore, StoreError
     from selftrain.training.export import export_adapter, export_merged
 
     store = RunStore(args.run)
-    if store.manifest(args.iteration, "train") is None:
+    if not store.config_path.exists():
+        raise StoreError(f"{args.run} is not a run folder (no config.yaml)")
+    cfg = load_config(store.config_path)
+    policy = policy_stage(cfg)
+    if store.manifest(args.iteration, policy) is None:
         raise StoreError(f"{args.run}: iteration {args.iteration} has no complete policy to export")
-    adapter = store.stage_dir(args.iteration, "train")
+    adapter = store.stage_dir(args.iteration, policy)
     out = Path(args.output)
     if out.exists():
         raise StoreError(f"--output {out} already exists")
     if args.merge:
-        export_merged(load_config(store.config_path).model.path, adapter, out)
+        export_merged(cfg.model.path, adapter, out)
     else:
         export_adapter(adapter, out)
     _out(f"exported {'merged model' if args.merge else 'adapter'} of iteration {args.iteration} to {out}")
@@ -323,9 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     rr = sub.add_parser("rerun", help="redo one stage of one iteration and what depends on it")
     rr.add_argument("run")
     rr.add_argument("--iteration", type=int, required=True)
-    rr.add_argument(
-        "--stage", required=True, choices=["questions", "sample", "score", "pairs", "train", "evaluate"]
-    )
+    rr.add_argument("--stage", required=True, choices=list(STAGES))
     rr.add_argument("--no-prefect", action="store_true", help="run the stages without Prefect")
     rr.set_defaults(fn=cmd_rerun)
 

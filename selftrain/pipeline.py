@@ -1,179 +1,46 @@
-"""The iteration DAG without Prefect: what each stage reads, its fingerprint, its state, and running it.
+"""Running a run's stages: skip what is complete, stop on stale, resume what is partial, in this process or in
+its own (a subprocess, or `accelerate launch` for distributed training).
 
-Prefect tasks (tasks/) and the plain orchestrator both call `execute_stage`; this is where "skip what is
-complete, stop on stale, resume what is partial" lives, so both behave the same.
+Prefect tasks (tasks/) and the plain orchestrator both call `execute_stage`, so both behave the same. What a
+stage reads and whether it is complete comes from selftrain.plan; what it is, from selftrain.spec.
 """
 
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import os
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from selftrain.config import Config, flatten
+from selftrain.config import Config
 from selftrain.engines.base import resolve_engine_name
-from selftrain.procs import kill_group
-from selftrain.store import (
-    FAILED,
-    STAGES,
-    STARTED,
-    Manifest,
-    RunStore,
-    StoreError,
-    damage,
-    fingerprint,
-    marker,
-    move_aside,
-    verify_stage,
+from selftrain.plan import (
+    StageCrashed,
+    StaleError,
+    damaged_message,
+    downstream_of,
+    expected,
+    rerun_command,
+    stage_state,
+    upstream_of,
 )
+from selftrain.procs import kill_group
+from selftrain.spec import Runs, kind
+from selftrain.stages import run_stage
+from selftrain.store import Manifest, RunStore, StoreError, move_aside, verify_stage
 
 log = logging.getLogger(__name__)
 
-# The config keys each stage reads: its fingerprint covers exactly these (plus upstream outputs).
-STAGE_KEYS: dict[str, list[str]] = {
-    # data.eval: the contamination guard drops training questions that are evaluation questions
-    "questions": [
-        "data.train",
-        "data.eval",
-        "data.questions_per_iteration",
-        "data.mix",
-        "data.shard_size",
-        "run.seed",
-    ],
-    "sample": ["model.path", "model.dtype", "prompt", "sampling", "engine.name", "run.seed"],
-    "score": ["model.path", "model.dtype", "prompt", "judge", "engine.name", "run.seed"],
-    "pairs": ["pairs"],
-    "train": ["model.path", "model.dtype", "training", "run.seed"],
-    # judge and run.seed: best-of-K candidates are sampled with per-shard seeds and picked by the run's judge
-    "evaluate": [
-        "model.path",
-        "model.dtype",
-        "prompt",
-        "evaluation",
-        "data.eval",
-        "engine.name",
-        "judge",
-        "run.seed",
-    ],
-}
-# keys that do not change a stage's output (logging, launch plumbing)
-IGNORED_KEYS = {
-    "training.report_to",
-    "training.logging_steps",
-    "training.accelerate_config",
-    "training.save_steps",
-}
-
-
-class StaleError(StoreError):
-    """A completed stage no longer matches the config; the message names the keys that changed."""
-
-
-class StageCrashed(StoreError):
-    """A stage's own process died (engine crash, OOM kill): unlike other StoreErrors, worth a retry."""
-
-
-def upstream_of(cfg: Config, iteration: int, stage: str) -> list[tuple[int, str]]:
-    prev = [(iteration - 1, "train")] if iteration > 0 else []
-    return {
-        "questions": [],
-        "sample": [(iteration, "questions"), *prev],
-        "score": [(iteration, "sample"), *prev],
-        "pairs": [(iteration, "score"), (iteration, "sample")],
-        "train": [(iteration, "pairs"), *(prev if cfg.training.init == "previous" else [])],
-        "evaluate": [(iteration, "train")],
-    }[stage]
-
-
-def downstream_of(stage: str) -> list[str]:
-    """This stage and those after it in the same iteration (the DAG is a chain)."""
-    return STAGES[STAGES.index(stage) :]
-
-
-def stage_config(cfg: Config, stage: str) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key in STAGE_KEYS[stage]:
-        sub = flatten(cfg.section(key), f"{key}.")
-        flat.update({k: v for k, v in sub.items() if k not in IGNORED_KEYS})
-    if stage == "questions":
-        # the guard reads every row of an eval source whatever its limit, so a limit does not change the output
-        flat = {k: v for k, v in flat.items() if not (k.startswith("data.eval.") and k.endswith(".limit"))}
-    if "engine.name" in flat:
-        flat["engine.name"] = resolve_engine_name(flat["engine.name"])
-    return flat
-
-
-@dataclass
-class StageState:
-    iteration: int
-    stage: str
-    status: str  # done | damaged | stale | partial | failed | missing | blocked
-    reasons: list[str] = field(default_factory=list)
-    manifest: Manifest | None = None
-
-
-def expected(cfg: Config, store: RunStore, iteration: int, stage: str) -> tuple[str, dict, dict] | None:
-    """(fingerprint, config keys, upstream output ids) if every upstream is complete, else None."""
-    upstream: dict[str, str] = {}
-    for it, st in upstream_of(cfg, iteration, stage):
-        m = store.manifest(it, st)
-        if m is None:
-            return None
-        upstream[f"iter-{it:03d}/{st}"] = m.output_id
-    conf = stage_config(cfg, stage)
-    return fingerprint(stage, conf, upstream), conf, upstream
-
-
-def stage_state(cfg: Config, store: RunStore, iteration: int, stage: str) -> StageState:
-    d = store.stage_dir(iteration, stage)
-    m = store.manifest(iteration, stage)
-    exp = expected(cfg, store, iteration, stage)
-    if m is None:
-        if marker(d, FAILED).exists():
-            err = json.loads(marker(d, FAILED).read_text()).get("error", "")
-            return StageState(iteration, stage, "failed", [err])
-        if marker(d, STARTED).exists():
-            return StageState(iteration, stage, "partial")
-        return StageState(iteration, stage, "missing" if exp else "blocked")
-    problems = damage(d, m)  # sizes only (a stat per file), and what `selftrain verify` recorded
-    if problems:
-        return StageState(iteration, stage, "damaged", problems, m)
-    if exp is None:
-        return StageState(iteration, stage, "stale", ["an upstream stage is missing"], m)
-    fp, conf, upstream = exp
-    if fp == m.fingerprint:
-        return StageState(iteration, stage, "done", [], m)
-    reasons = [
-        f"{k}: {m.config.get(k)!r} -> {conf.get(k)!r}"
-        for k in sorted(set(conf) | set(m.config))
-        if conf.get(k) != m.config.get(k)
-    ]
-    reasons += [f"upstream {k} was rebuilt" for k in upstream if upstream[k] != m.upstream.get(k)]
-    return StageState(iteration, stage, "stale", reasons or ["schema version changed"], m)
-
-
-def rerun_command(store: RunStore, iteration: int, stage: str) -> str:
-    return f"selftrain rerun {store.run_dir} --iteration {iteration} --stage {stage}"
-
-
-def damaged_message(store: RunStore, state: StageState) -> str:
-    return (
-        f"iter-{state.iteration:03d}/{state.stage} is damaged ({'; '.join(state.reasons)}): "
-        f"`{rerun_command(store, state.iteration, state.stage)}` redoes it (or run with --rebuild-stale)"
-    )
-
 
 def use_subprocess(cfg: Config, stage: str) -> bool:
-    if stage in ("questions", "pairs"):
+    """Whether `stage` runs in its own process, from where its kind runs (selftrain.spec.Runs)."""
+    runs = kind(stage).runs
+    if runs is Runs.INLINE:
         return False
-    if stage == "train" and cfg.training.accelerate_config:
+    if runs is Runs.TRAINER and cfg.training.accelerate_config:
         return True  # `accelerate launch` is a process tree of its own
     if cfg.engine.isolation != "auto":
         return cfg.engine.isolation == "subprocess"
@@ -202,14 +69,14 @@ def execute_stage(
     if state.status == "damaged":
         if not rebuild_stale:
             raise StoreError(damaged_message(store, state))
-        invalidate(store, iteration, stage)
+        invalidate(cfg, store, iteration, stage)
     if state.status == "stale":
         if not rebuild_stale:
             raise StaleError(
                 f"{where} is stale ({'; '.join(state.reasons)}): rerun with --rebuild-stale to move it aside "
-                f"and redo it, or `selftrain rerun {store.run_dir} --iteration {iteration} --stage {stage}`"
+                f"and redo it, or `{rerun_command(store, iteration, stage)}`"
             )
-        invalidate(store, iteration, stage)
+        invalidate(cfg, store, iteration, stage)
     if state.status in ("partial", "failed"):
         log.info("%s: resuming an interrupted attempt", where)
     exp = expected(cfg, store, iteration, stage)
@@ -221,8 +88,6 @@ def execute_stage(
     if use_subprocess(cfg, stage):
         run_stage_subprocess(cfg, store, iteration, stage)
     else:
-        from selftrain.stages import run_stage
-
         run_stage(cfg, store, iteration, stage)
     manifest = store.manifest(iteration, stage)
     if manifest is None:
@@ -230,10 +95,10 @@ def execute_stage(
     return manifest
 
 
-def invalidate(store: RunStore, iteration: int, stage: str) -> list[Path]:
-    """Move aside `stage` and everything after it in this iteration (never deletes)."""
+def invalidate(cfg: Config, store: RunStore, iteration: int, stage: str) -> list[Path]:
+    """Move aside `stage` and every stage of this iteration that reads it (never deletes)."""
     moved = []
-    for st in downstream_of(stage):
+    for st in downstream_of(cfg, stage):
         target = move_aside(store.stage_dir(iteration, st), "stale")
         if target:
             moved.append(target)
@@ -250,10 +115,10 @@ def run_stage_subprocess(cfg: Config, store: RunStore, iteration: int, stage: st
     """Run a stage as `python -m selftrain.stages` (or under `accelerate launch` for distributed training), so
     the engine's memory goes back to the system when the stage ends."""
     cmd = [sys.executable, "-m", "selftrain.stages", str(store.run_dir), str(iteration), stage]
-    if stage == "train" and cfg.training.accelerate_config:
+    if kind(stage).runs is Runs.TRAINER and cfg.training.accelerate_config:
         from selftrain.training.launch import accelerate_command
 
-        cmd = accelerate_command(cfg, store.run_dir, iteration)
+        cmd = accelerate_command(cfg, store.run_dir, iteration, stage)
     log.info("launching %s", " ".join(cmd))
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")

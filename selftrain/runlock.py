@@ -19,17 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from selftrain.errors import StoreError, now
+
 log = logging.getLogger(__name__)
 
 LOCK = ".lock"
 # An unreadable lock younger than this may be one an older selftrain is still writing: wait, then take over.
 UNREADABLE_GRACE_S = 5.0
-
-
-def _store_error(msg: str) -> Exception:
-    from selftrain.store import StoreError  # late: store imports this module
-
-    return StoreError(msg)
 
 
 def read_owner(path: Path) -> dict[str, Any] | None:
@@ -66,7 +62,7 @@ def _write_temp(path: Path, text: str) -> Path:
             os.fsync(f.fileno())  # the content is on disk before the name appears
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise _store_error(f"cannot write the lock file {path}: {e.strerror or e}") from None
+        raise StoreError(f"cannot write the lock file {path}: {e.strerror or e}") from None
     return tmp
 
 
@@ -80,7 +76,7 @@ def _create(path: Path, text: str) -> bool:
         return False
     except OSError as e:
         if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
-            raise _store_error(f"cannot create the lock file {path}: {e.strerror or e}") from None
+            raise StoreError(f"cannot create the lock file {path}: {e.strerror or e}") from None
         # a filesystem without hard links: exclusive create, then the content (not atomic, but an empty
         # lock left by a crash in between is taken over by the next run)
         try:
@@ -116,7 +112,7 @@ def hold(run_dir: Path) -> Iterator[None]:
     if os.environ.get("SELFTRAIN_LOCK_OWNER") == str(os.getpid()) and path.exists():
         yield  # re-entrant: a flow inside `selftrain run` already holds it
         return
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": now()}
     deadline = time.monotonic() + UNREADABLE_GRACE_S + 5
     while not _create(path, json.dumps(me)):
         try:
@@ -138,7 +134,7 @@ def hold(run_dir: Path) -> Iterator[None]:
             kill_group(owner.get("child_pgid"))  # e.g. a vLLM engine its stage left behind
             _take_over(path, inode)
             continue
-        raise _store_error(
+        raise StoreError(
             f"run folder {run_dir} is in use by pid {owner.get('pid')} on {owner.get('host')} "
             f"since {owner.get('since')} (lock file {path})"
         )
@@ -164,9 +160,3 @@ def record_child(run_dir: Path, pgid: int | None) -> None:
         owner["child_pgid"] = pgid
         tmp = _write_temp(path, json.dumps(owner))
         os.replace(tmp, path)
-
-
-def _now() -> str:
-    from selftrain.store import now
-
-    return now()

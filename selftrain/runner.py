@@ -7,16 +7,9 @@ import time
 from collections.abc import Callable
 
 from selftrain.config import Config, dump_config
-from selftrain.pipeline import (
-    StageCrashed,
-    StaleError,
-    damaged_message,
-    execute_stage,
-    invalidate,
-    stage_state,
-    upstream_of,
-)
-from selftrain.store import STAGES, RunStore, StoreError, atomic_write_text, verify_stage
+from selftrain.pipeline import execute_stage, invalidate
+from selftrain.plan import StageCrashed, StaleError, damaged_message, method_stages, stage_state, upstream_of
+from selftrain.store import RunStore, StoreError, atomic_write_text, verify_stage
 from selftrain.tiny import ensure_model
 
 log = logging.getLogger(__name__)
@@ -34,7 +27,7 @@ def prepare(cfg: Config, store: RunStore, rebuild_stale: bool) -> None:
     ensure_model(cfg.model.path, cfg.model.bootstrap)
     if not rebuild_stale:
         for it in range(cfg.run.iterations):
-            for stage in STAGES:
+            for stage in method_stages(cfg):
                 st = stage_state(cfg, store, it, stage)
                 if st.status == "damaged":
                     raise StoreError(damaged_message(store, st))
@@ -63,7 +56,7 @@ def run_iteration(run_dir: str, iteration: int, rebuild_stale: bool = False) -> 
 
     store = RunStore(run_dir)
     cfg = load_config(store.config_path)
-    for stage in STAGES:
+    for stage in method_stages(cfg):
         for attempt in range(cfg.run.retries + 1):
             try:
                 execute_stage(cfg, store, iteration, stage, rebuild_stale=rebuild_stale)
@@ -117,7 +110,7 @@ def rerun(
         # upstream may be a policy (adapter files, no shards), so check checksums rather than read a table
         for it, st in upstream_of(cfg, iteration, stage):
             verify_stage(store.stage_dir(it, st))
-        moved = invalidate(store, iteration, stage)
+        moved = invalidate(cfg, store, iteration, stage)
         for path in moved:
             log.info("moved aside: %s", path)
         iteration_fn(str(store.run_dir), iteration, False)
@@ -125,7 +118,9 @@ def rerun(
         for it in store.iterations_on_disk():
             if it > iteration:
                 stale += [
-                    f"iter-{it:03d}/{s}" for s in STAGES if stage_state(cfg, store, it, s).status == "stale"
+                    f"iter-{it:03d}/{s}"
+                    for s in method_stages(cfg)
+                    if stage_state(cfg, store, it, s).status == "stale"
                 ]
     return stale
 

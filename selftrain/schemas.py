@@ -75,5 +75,3 @@ EVAL = pa.schema(
         ("selected", pa.bool_()),  # counted in the accuracy: greedy rows, and the highest-scored candidate
     ]
 )
-
-BY_STAGE = {"questions": QUESTIONS, "sample": SAMPLES, "score": SCORES, "pairs": PAIRS, "evaluate": EVAL}

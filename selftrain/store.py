@@ -15,7 +15,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
+from selftrain import runlock
+from selftrain.errors import StoreError, now
 from selftrain.schemas import SCHEMA_VERSION
+from selftrain.spec import KINDS
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +39,10 @@ DAMAGED = ".damaged.json"  # written by `selftrain verify` when a file's sha256 
 LEGACY = {name: "_" + name[1:] for name in (MANIFEST, STARTED, FAILED, DAMAGED)}
 METRICS = ".metrics.json"  # the evaluate stage's accuracy table (also in its manifest's stats)
 
-# stage name -> folder name, in DAG order
-STAGES = ["questions", "sample", "score", "pairs", "train", "evaluate"]
-FOLDERS = {
-    "questions": "questions",
-    "sample": "samples",
-    "score": "scores",
-    "pairs": "pairs",
-    "train": "policy",
-    "evaluate": "eval",
-}
-
-
-class StoreError(RuntimeError):
-    """A store problem a user must act on (corrupt shard, locked run, stale stage); one-line message."""
+# A stage's folder is its name (selftrain.spec). Runs written before that rename keep the old folder names and
+# are read as they are: a stage folder under its old name is used wherever one exists (never renamed, so
+# read-only commands never write), and anything new is written under the new name.
+LEGACY_FOLDERS = {"sample": "samples", "score": "scores", "train": "policy", "evaluate": "eval"}
 
 
 class ShardInfo(BaseModel):
@@ -98,10 +91,6 @@ def remove_marker(stage_dir: Path, name: str) -> None:
     (stage_dir / name).unlink(missing_ok=True)
     if name in LEGACY:
         (stage_dir / LEGACY[name]).unlink(missing_ok=True)
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def sha256_file(path: Path) -> str:
@@ -197,12 +186,11 @@ def _check_file(path: Path, entry: ShardInfo) -> None:
 
 def read_stage(stage_dir: Path, verify: bool = True) -> pa.Table:
     """All shards of a completed stage as one table; with `verify`, checks sha256 against the manifest."""
-    from selftrain.schemas import BY_STAGE
-
     manifest = load_manifest(stage_dir)
     if manifest is None:
         raise StoreError(f"{stage_dir} is not complete (no {MANIFEST})")
-    if manifest.stage not in BY_STAGE:
+    schema = KINDS[manifest.stage].schema if manifest.stage in KINDS else None
+    if schema is None:
         # a policy folder holds an adapter, not Parquet: callers that only need it intact use verify_stage
         raise StoreError(f"{stage_dir} holds the {manifest.stage} stage's files, not a table")
     tables = []
@@ -214,7 +202,7 @@ def read_stage(stage_dir: Path, verify: bool = True) -> pa.Table:
             raise StoreError(f"missing shard {path} (listed in {MANIFEST})")
         tables.append(read_shard(path))
     if not tables:
-        return BY_STAGE[manifest.stage].empty_table()
+        return schema.empty_table()
     return pa.concat_tables(tables)
 
 
@@ -270,7 +258,12 @@ class RunStore:
         return self.run_dir / f"iter-{iteration:03d}"
 
     def stage_dir(self, iteration: int, stage: str) -> Path:
-        return self.iter_dir(iteration) / FOLDERS[stage]
+        """iter-NNN/<stage>, or the stage's folder under its old name where a run written before holds one."""
+        path = self.iter_dir(iteration) / stage
+        legacy = LEGACY_FOLDERS.get(stage)
+        if legacy and not path.exists() and (self.iter_dir(iteration) / legacy).exists():
+            return self.iter_dir(iteration) / legacy
+        return path
 
     def manifest(self, iteration: int, stage: str) -> Manifest | None:
         return load_manifest(self.stage_dir(iteration, stage))
@@ -284,15 +277,11 @@ class RunStore:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """One writer per run folder (see selftrain.runlock: atomic, and a dead or empty lock is taken over)."""
-        from selftrain import runlock
-
         with runlock.hold(self.run_dir):
             yield
 
     def record_child(self, pgid: int | None) -> None:
         """Note (in the lock file) the process group of a stage subprocess this run is waiting for."""
-        from selftrain import runlock
-
         runlock.record_child(self.run_dir, pgid)
 
 

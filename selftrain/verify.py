@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from selftrain.pipeline import rerun_command
-from selftrain.store import DAMAGED, STAGES, RunStore, atomic_write_text, damage, now, remove_marker
+from selftrain.plan import rerun_command
+from selftrain.spec import STAGES
+from selftrain.store import DAMAGED, RunStore, atomic_write_text, damage, now, remove_marker
 
 
 @dataclass

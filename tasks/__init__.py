@@ -1,1 +1,1 @@
-"""Prefect tasks, one module per stage: no ML logic here."""
+"""Prefect tasks: one per stage kind (tasks/stages.py, from selftrain.spec) and the report tasks; no ML logic here."""

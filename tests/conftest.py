@@ -12,12 +12,15 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
+import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import yaml  # noqa: E402
+
+from selftrain.store import RunStore, read_stage  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -120,3 +123,64 @@ def cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.C
         cwd=ROOT,
         timeout=timeout,
     )
+
+
+# the table stages compared between a resumed and an uninterrupted run (train: adapter_weights)
+COMPARED = ["questions", "sample", "score", "pairs"]
+
+
+def stage_tables(run_dir: Path, iteration: int = 0) -> dict:
+    """The rows of the COMPARED stages of one iteration."""
+    store = RunStore(run_dir)
+    return {st: read_stage(store.stage_dir(iteration, st)).to_pylist() for st in COMPARED}
+
+
+def adapter_weights(run_dir: Path, iteration: int = 0) -> dict:
+    """The trained adapter's tensors of one iteration."""
+    from safetensors.torch import load_file
+
+    return load_file(str(RunStore(run_dir).stage_dir(iteration, "train") / "adapter_model.safetensors"))
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory, tiny_model):
+    """An uninterrupted 2-iteration run, shared by the e2e test files (read-only: tests change copies)."""
+    root = tmp_path_factory.mktemp("reference")
+    recipe = write_recipe(root / "r.yaml", tiny_recipe(root, tiny_model, run={"name": "t", "iterations": 2}))
+    proc = cli("run", str(recipe), "--no-prefect")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = root / "runs" / "t"
+    # stdout carries the result only (training's loss dicts and library warnings go to stderr)...
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"run folder: {run_dir}" and lines[1].split()[:3] == ["iteration", "model", "source"]
+    # the accuracy table (3 rows), a blank line, the per-iteration table with changes from base (header + 3
+    # rows), then the report's path: `run` writes RUN/report/report.html at the end
+    assert len(lines) == 2 + 3 + 2 + 3 + 1, proc.stdout
+    assert all(line.split()[0].isdigit() for line in lines[2:5] + lines[7:-1]), proc.stdout
+    assert lines[5] == "" and lines[6].split()[:2] == ["iteration", "model"], proc.stdout
+    assert lines[-1].startswith("report: ") and lines[-1].endswith("report.html"), proc.stdout
+    # ...and the config is logged in full once per run, not once per stage
+    assert (
+        proc.stderr.count("data.questions_per_iteration") == 0
+        and proc.stderr.count("questions_per_iteration: 8") == 1
+    )
+    assert RunStore(run_dir).manifest(0, "pairs").rows > 0, "the tiny test model made no pairs"
+    return run_dir
+
+
+def copy_run(reference: Path, tmp_path: Path, tiny_model: Path) -> tuple[Path, Path]:
+    """A copy of the reference run and a recipe pointing at it."""
+    root = tmp_path / "copy"
+    shutil.copytree(reference, root / "runs" / "t")
+    recipe = write_recipe(
+        tmp_path / "r.yaml", tiny_recipe(root, tiny_model, run={"name": "t", "iterations": 2})
+    )
+    return root / "runs" / "t", recipe
+
+
+def status_rows(run_dir: Path) -> dict[str, list[str]]:
+    """`selftrain status`'s table: iteration -> the six stage states."""
+    out = cli("status", str(run_dir)).stdout
+    states = {"done", "damaged", "stale", "partial", "failed", "missing", "blocked"}
+    rows = [ln.split() for ln in out.splitlines() if ln[:9].strip().isdigit()]
+    return {cells[0]: cells[1:7] for cells in rows if set(cells[1:7]) <= states}

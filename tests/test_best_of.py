@@ -67,7 +67,7 @@ def test_best_of_on_the_tiny_model(tmp_path, tiny_model):
     one is the argmax of the judge's scores, those scores are what the judge gives the same candidates when
     called as the score stage calls it, and the CLI shows best-of accuracy beside greedy."""
     from selftrain.data.sources import load_source
-    from selftrain.engines.base import load_engine
+    from selftrain.engines import load_engine
     from selftrain.grading import extract_answer
     from selftrain.judges import JUDGES
     from selftrain.prompts import PromptBuilder

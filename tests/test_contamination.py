@@ -119,7 +119,7 @@ def test_math_level_reads_the_full_test_split(monkeypatch):
 
 
 def test_eval_limit_does_not_make_the_questions_stage_stale(tmp_path):
-    from selftrain.pipeline import stage_config
+    from selftrain.plan import stage_config
 
     base = {"data": {"eval": [{"name": "gsm8k", "split": "test", "limit": 10}]}}
     more = {"data": {"eval": [{"name": "gsm8k", "split": "test", "limit": 20}]}}

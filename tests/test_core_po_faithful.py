@@ -171,7 +171,7 @@ def _expected_p_true(model_path: Path, prompts: list[str]) -> list[float]:
 
 def test_hf_engine_reads_the_original_token(bpe_model):
     from selftrain.config import load_config
-    from selftrain.engines.base import load_engine
+    from selftrain.engines import load_engine
 
     cfg = load_config(None, [f"model.path={bpe_model}", "engine.name=hf", "judge.batch_size=2"])
     engine = load_engine(cfg)
@@ -270,7 +270,7 @@ def test_reference_previous_needs_a_continued_adapter():
 _PARITY = """
 import json, sys
 from selftrain.config import load_config
-from selftrain.engines.base import load_engine
+from selftrain.engines import load_engine
 from selftrain.prompts import PromptBuilder
 out = {}
 for name in ("hf", "vllm"):

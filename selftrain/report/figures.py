@@ -17,7 +17,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from selftrain.report.calibration import quantile_bins  # noqa: E402
 from selftrain.report.gather import RunData  # noqa: E402
-from selftrain.store import STAGES  # noqa: E402
+from selftrain.spec import STAGES  # noqa: E402
 
 TRAIN_METRICS = [
     ("loss", "DPO loss"),

@@ -14,11 +14,10 @@ from typing import Any
 import yaml
 
 from selftrain.report.calibration import JudgeQuality, judge_quality
+from selftrain.spec import STAGES
 from selftrain.store import (
     DAMAGED,
     FAILED,
-    FOLDERS,
-    STAGES,
     STARTED,
     Manifest,
     RunStore,
@@ -40,7 +39,7 @@ class StageInfo:
 
     @property
     def where(self) -> str:
-        return f"iter-{self.iteration:03d}/{FOLDERS[self.stage]}"
+        return f"iter-{self.iteration:03d}/{self.stage}"
 
     @property
     def wall_s(self) -> float | None:

@@ -9,7 +9,8 @@ from typing import Any
 
 from selftrain.report.gather import IterationData, gather
 from selftrain.report.tables import Row, eval_rows, judge_row, pairs_row, throughput
-from selftrain.store import FOLDERS, STAGES, Manifest
+from selftrain.spec import STAGES
+from selftrain.store import Manifest
 
 
 def _fmt(v: Any) -> str:
@@ -41,7 +42,7 @@ def markdown_table(rows: list[Row]) -> str:
 
 def stage_markdown(manifest: Manifest, run_name: str) -> str:
     """A stage's manifest stats as a two-column table (nested stats flattened to dotted keys)."""
-    head = f"### {run_name} iter-{manifest.iteration:03d}/{FOLDERS[manifest.stage]}\n\n"
+    head = f"### {run_name} iter-{manifest.iteration:03d}/{manifest.stage}\n\n"
     head += f"{manifest.rows} rows, {manifest.started_at} → {manifest.finished_at}, fingerprint `{manifest.fingerprint}`\n\n"
     rows = [{"stat": k, "value": v} for k, v in _flatten(manifest.stats).items()]
     return head + markdown_table(rows)

@@ -7,7 +7,7 @@ import statistics
 from typing import Any
 
 from selftrain.report.gather import IterationData, RunData, StageInfo
-from selftrain.store import STAGES
+from selftrain.spec import STAGES
 
 Row = dict[str, Any]
 

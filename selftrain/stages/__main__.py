@@ -8,7 +8,8 @@ import sys
 from selftrain.config import load_config
 from selftrain.logs import setup_logging
 from selftrain.procs import die_with_parent
-from selftrain.stages import MODULES, run_stage
+from selftrain.spec import STAGES
+from selftrain.stages import run_stage
 from selftrain.store import RunStore
 
 
@@ -16,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m selftrain.stages", description=__doc__)
     parser.add_argument("run_dir")
     parser.add_argument("iteration", type=int)
-    parser.add_argument("stage", choices=list(MODULES))
+    parser.add_argument("stage", choices=list(STAGES))
     args = parser.parse_args(argv)
     setup_logging()
     die_with_parent()

@@ -36,16 +36,19 @@ class StageInputs:
     fingerprint: str
     config: dict[str, Any]
     upstream: dict[str, str]
+    policy: str = "train"  # the method's policy stage (selftrain.plan.policy_stage)
 
     def table(self, stage: str, iteration: int | None = None) -> pa.Table:
         it = self.iteration if iteration is None else iteration
         return read_stage(self.store.stage_dir(it, stage))
 
-    def policy_adapter(self) -> str | None:
-        """The adapter that samples and judges this iteration: the one iteration i-1 trained (None at i=0)."""
-        if self.iteration == 0:
+    def policy_adapter(self, iteration: int | None = None) -> str | None:
+        """The policy's adapter after `iteration` (default i-1: the one that samples and judges this
+        iteration); None before iteration 0, the base model."""
+        it = self.iteration - 1 if iteration is None else iteration
+        if it < 0:
             return None
-        return str(self.store.stage_dir(self.iteration - 1, "train"))
+        return str(self.store.stage_dir(it, self.policy))
 
 
 def versions() -> dict[str, str]:

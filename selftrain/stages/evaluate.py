@@ -101,7 +101,7 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
         models.insert(0, "base")
     engines = {
         "base": LazyEngine(cfg, None),
-        "policy": LazyEngine(cfg, str(inputs.store.stage_dir(inputs.iteration, "train"))),
+        "policy": LazyEngine(cfg, inputs.policy_adapter(inputs.iteration)),
     }
     groups = [
         [{**q, "model": m} for q in chunk]

@@ -7,7 +7,8 @@ import logging
 import time
 
 from selftrain.config import Config
-from selftrain.engines.base import SamplingSpec, load_engine
+from selftrain.engines import load_engine
+from selftrain.engines.base import SamplingSpec
 from selftrain.grading import extract_answer
 from selftrain.prompts import PromptBuilder
 from selftrain.schemas import SAMPLES

@@ -25,9 +25,7 @@ def prepare_train(cfg: Config, inputs: StageInputs) -> tuple[pa.Table, str | Non
     """(this iteration's pairs, adapter to continue from or None). The pairs come through the store's reader,
     which checks every shard's sha256: a damaged shard is a one-line StoreError, never a trainer traceback."""
     pairs = inputs.table("pairs")
-    init = None
-    if cfg.training.init == "previous" and inputs.iteration > 0:
-        init = str(inputs.store.stage_dir(inputs.iteration - 1, "train"))
+    init = inputs.policy_adapter() if cfg.training.init == "previous" else None
     return pairs, init
 
 

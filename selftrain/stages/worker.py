@@ -10,11 +10,9 @@ import sys
 
 from selftrain.config import load_config
 from selftrain.logs import setup_logging
-from selftrain.pipeline import expected
 from selftrain.procs import die_with_parent
-from selftrain.stages import sample
-from selftrain.stages.common import StageInputs
-from selftrain.store import RunStore, StageWriter, StoreError
+from selftrain.stages import open_stage, sample
+from selftrain.store import RunStore
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,13 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent()
     store = RunStore(args.run_dir)
     cfg = load_config(store.config_path)
-    exp = expected(cfg, store, args.iteration, args.stage)
-    if exp is None:
-        raise StoreError(f"iter-{args.iteration:03d}/{args.stage}: an upstream stage is not complete")
-    inputs = StageInputs(store, args.iteration, args.stage, *exp)
     # same fingerprint as the parent's attempt: the writer keeps the folder as it is
-    writer = StageWriter(store.stage_dir(args.iteration, args.stage), inputs.fingerprint)
-    sample.run(cfg, inputs, writer, worker=(args.worker, args.workers))
+    with open_stage(cfg, store, args.iteration, args.stage) as (inputs, writer):
+        assert writer is not None
+        sample.run(cfg, inputs, writer, worker=(args.worker, args.workers))
     return 0
 
 

@@ -1,6 +1,6 @@
 """Distributed training: the train stage under `accelerate launch` (DeepSpeed ZeRO, several GPUs or nodes).
 
-    accelerate launch --config_file configs/accelerate/zero2-4gpu.yaml -m selftrain.training.launch RUN_DIR I
+    accelerate launch --config_file configs/accelerate/zero2-4gpu.yaml -m selftrain.training.launch RUN_DIR I [STAGE]
 
 Every rank trains; rank 0 alone prepares the stage folder, saves the adapter and writes the manifest.
 """
@@ -81,7 +81,7 @@ def _read_deepspeed_json(config_file: str, name: str) -> tuple[Path, dict]:
         raise ConfigError(f"{path}: not valid JSON ({e})") from None
 
 
-def accelerate_command(cfg: Config, run_dir: Path, iteration: int) -> list[str]:
+def accelerate_command(cfg: Config, run_dir: Path, iteration: int, stage: str = "train") -> list[str]:
     launch = check_launch_config(cfg)
     config_file = str(cfg.training.accelerate_config)
     extra: list[str] = []
@@ -101,6 +101,7 @@ def accelerate_command(cfg: Config, run_dir: Path, iteration: int) -> list[str]:
         "selftrain.training.launch",
         str(run_dir),
         str(iteration),
+        stage,
     ]
 
 
@@ -117,14 +118,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from selftrain.config import load_config
     from selftrain.logs import setup_logging
-    from selftrain.pipeline import expected
-    from selftrain.stages.common import StageInputs
+    from selftrain.stages import open_stage
     from selftrain.stages.train import finish_train, train_or_keep
-    from selftrain.store import RunStore, StageWriter, StoreError
+    from selftrain.store import RunStore
 
     parser = argparse.ArgumentParser(prog="python -m selftrain.training.launch")
     parser.add_argument("run_dir")
     parser.add_argument("iteration", type=int)
+    parser.add_argument("stage", nargs="?", default="train", help="a stage kind that trains (default train)")
     args = parser.parse_args(argv)
     setup_logging()
     import torch
@@ -134,24 +135,20 @@ def main(argv: list[str] | None = None) -> int:
     state = PartialState(cpu=not torch.cuda.is_available())
     store = RunStore(args.run_dir)
     cfg = load_config(store.config_path)
-    exp = expected(cfg, store, args.iteration, "train")
-    if exp is None:
-        raise StoreError(f"iter-{args.iteration:03d}/train: an upstream stage is not complete")
-    inputs = StageInputs(store, args.iteration, "train", *exp)
-    out_dir = store.stage_dir(args.iteration, "train")
-    writer = None
-    with state.main_process_first():  # rank 0 sets the folder up (or resumes it) before the others look
-        if state.is_main_process:
-            writer = StageWriter(out_dir, inputs.fingerprint)
-    try:
+    # rank 0 alone prepares (or resumes) the folder, before the others look, and writes the manifest
+    with open_stage(
+        cfg,
+        store,
+        args.iteration,
+        args.stage,
+        writes=state.is_main_process,
+        setup_first=state.main_process_first,
+    ) as (inputs, writer):
+        out_dir = store.stage_dir(args.iteration, args.stage)
         stats = train_or_keep(cfg, inputs, out_dir, main_process=state.is_main_process)
-    except BaseException as e:
+        state.wait_for_everyone()
         if writer is not None:
-            writer.record_failure(e)
-        raise
-    state.wait_for_everyone()
-    if writer is not None:
-        finish_train(writer, inputs, {**stats, "processes": state.num_processes})
+            finish_train(writer, inputs, {**stats, "processes": state.num_processes})
     return 0
 
 

