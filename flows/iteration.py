@@ -9,7 +9,7 @@ from prefect.futures import PrefectFuture, as_completed, wait
 
 from flows import route_selftrain_logs
 from selftrain.config import load_config
-from selftrain.plan import dag
+from selftrain.plan import dag, ready
 from selftrain.store import RunStore
 from tasks import report
 from tasks.common import task_options
@@ -29,14 +29,9 @@ def iteration(run: str, iteration: int, rebuild_stale: bool = False) -> dict:
         running: dict[PrefectFuture, str] = {}
 
         def start_ready() -> None:
-            for stage, needs in graph.items():
-                if (
-                    stage not in results
-                    and stage not in running.values()
-                    and all(n in results for n in needs)
-                ):
-                    task = STAGE_TASKS[stage].with_options(**opts)
-                    running[task.submit(run, iteration, rebuild_stale)] = stage
+            for stage in ready(graph, set(results), {*results, *running.values()}):
+                task = STAGE_TASKS[stage].with_options(**opts)
+                running[task.submit(run, iteration, rebuild_stale)] = stage
 
         start_ready()
         while running:

@@ -11,6 +11,7 @@ from typing import Any
 
 from selftrain.config import Config, flatten
 from selftrain.engines.base import resolve_engine_name
+from selftrain.methods import METHODS
 from selftrain.spec import POLICY, StageSpec, kind
 from selftrain.store import FAILED, STARTED, Manifest, RunStore, StoreError, damage, fingerprint, marker
 
@@ -25,16 +26,12 @@ class StageCrashed(StoreError):
 
 def policy_stage(cfg: Config) -> str:
     """The stage whose adapter is the policy: it samples the next iteration and is evaluated."""
-    del cfg
-    return "train"
+    return METHODS.get(cfg.method).policy
 
 
 def method_stages(cfg: Config) -> tuple[str, ...]:
     """The stage kinds of the run's method, in an order where every stage follows its inputs."""
-    del cfg
-    from selftrain.spec import STAGES
-
-    return STAGES
+    return METHODS.get(cfg.method).stages
 
 
 def inputs_of(cfg: Config, stage: str) -> list[tuple[bool, str]]:
@@ -55,6 +52,11 @@ def dag(cfg: Config) -> dict[str, list[str]]:
     """The run's iteration DAG: each stage of its method (in method order) -> the stages of the same iteration
     it reads. Stages that do not read each other may run at the same time."""
     return {s: [up for prev, up in inputs_of(cfg, s) if not prev] for s in method_stages(cfg)}
+
+
+def ready(graph: dict[str, list[str]], complete: set[str], started: set[str]) -> list[str]:
+    """The stages of `graph` (see `dag`) not yet started whose inputs are all complete: what may start now."""
+    return [s for s, needs in graph.items() if s not in started and all(n in complete for n in needs)]
 
 
 def downstream_of(cfg: Config, stage: str) -> list[str]:

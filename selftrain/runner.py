@@ -105,6 +105,10 @@ def rerun(
     from selftrain.config import load_config
 
     cfg = load_config(store.config_path)
+    if stage not in method_stages(cfg):
+        raise StoreError(
+            f"method {cfg.method} has no {stage} stage (its stages: {', '.join(method_stages(cfg))})"
+        )
     with store.lock():
         # inputs must be intact before anything is moved aside, or a failed rerun would leave a hole; the
         # upstream may be a policy (adapter files, no shards), so check checksums rather than read a table

@@ -107,6 +107,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a recipe must be a mapping of sections, got {type(loaded).__name__}")
         tree = copy.deepcopy(loaded or {})
+    chosen = set(flatten(tree))  # what the recipe and --set say: the method's defaults fill in the rest
     if overrides:
         # Overrides apply on top of the defaults *and* the recipe: expand the recipe first so that e.g.
         # `--set data.train.0.limit=5` can address a list item the recipe left at its default.
@@ -120,13 +121,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 _set_dotted(tree, key, value)
             except (IndexError, ValueError, TypeError, KeyError):
                 raise ConfigError(f"--set {text}: no such key '{key}'") from None
+            chosen.add(key)
         origin = f"{origin} + --set"
-    return _validate(tree, origin)
+    return _validate(tree, origin, chosen)
 
 
-def _validate(tree: dict[str, Any], origin: str) -> Config:
+def _method_defaults(tree: dict[str, Any], chosen: set[str]) -> None:
+    """Set the method's defaults (selftrain.methods) in `tree` where the user chose no value."""
+    from selftrain.methods import METHODS
+
+    method = METHODS.get(str(tree.get("method") or Config.model_fields["method"].default))
+    for key, value in method.defaults.items():
+        if not any(c == key or c.startswith(f"{key}.") or key.startswith(f"{c}.") for c in chosen):
+            _set_dotted(tree, key, value)
+
+
+def _validate(tree: dict[str, Any], origin: str, chosen: set[str] | None = None) -> Config:
     """Every validation goes through here, so a bad recipe is a one-line error with or without --set."""
     try:
+        tree = copy.deepcopy(tree)
+        _method_defaults(tree, set(flatten(tree)) if chosen is None else chosen)
         cfg = Config.model_validate(tree)
         check_names(cfg)
     except ValidationError as e:
@@ -140,8 +154,10 @@ def check_names(cfg: Config) -> None:
     """Every registered part the recipe names exists (UnknownNameError suggests the closest name)."""
     from selftrain.data.sources import SOURCES
     from selftrain.judges import JUDGES
+    from selftrain.methods import METHODS
     from selftrain.pairs import PAIR_BUILDERS
 
+    METHODS.get(cfg.method)
     JUDGES.get(cfg.judge.name)
     PAIR_BUILDERS.get(cfg.pairs.builder)
     for source in (*cfg.data.train, *cfg.data.eval):

@@ -15,6 +15,12 @@ from selftrain.config.base import Section
 
 
 class Config(Section):
+    method: str = Field(
+        "core_po",
+        description="Registered method (selftrain/methods.py): core_po (the default), sc_po; picks the stages "
+        "each iteration runs and sets its own defaults (e.g. sc_po: judge.name self_consistency) where the "
+        "recipe sets nothing.",
+    )
     run: sec.RunConfig = Field(default_factory=sec.RunConfig)
     model: sec.ModelConfig = Field(default_factory=sec.ModelConfig)
     data: sec.DataConfig = Field(default_factory=sec.DataConfig)

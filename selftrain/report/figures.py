@@ -261,8 +261,8 @@ def stage_times(run: RunData) -> Figure | None:
     fig, ax = plt.subplots(figsize=(10, 0.55 * len(its) + 1.6))
     for it in its:
         left = 0.0
-        for stage in STAGES:
-            w = it.stages[stage].wall_s
+        for stage, st in it.stages.items():
+            w = st.wall_s
             if w is None:
                 continue
             ax.barh(
@@ -279,7 +279,7 @@ def stage_times(run: RunData) -> Figure | None:
         handles,
         labels,
         fontsize=8,
-        ncol=len(STAGES),
+        ncol=len(labels),
         loc="upper center",
         bbox_to_anchor=(0.5, -0.35 if len(its) < 3 else -0.2),
     )

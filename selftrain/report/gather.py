@@ -146,6 +146,14 @@ def _log_history(store: RunStore, st: StageInfo, problems: list[str]) -> list[di
     return [h for h in history if isinstance(h, dict)]
 
 
+def _method_stages(config: dict[str, Any]) -> tuple[str, ...]:
+    """The stages of the run's method, read from its config as it is (a report never fails on a config)."""
+    from selftrain.methods import METHODS
+
+    name = str(config.get("method") or "core_po")
+    return METHODS.get(name).stages if name in METHODS else STAGES
+
+
 def gather(run_dir: str | Path, iterations: list[int] | None = None) -> RunData:
     """The run's data; `iterations` limits which iterations are read (all by default)."""
     store = RunStore(run_dir)
@@ -165,7 +173,7 @@ def gather(run_dir: str | Path, iterations: list[int] | None = None) -> RunData:
     for it in sorted(set(range(configured)) | set(on_disk)):
         if iterations is not None and it not in iterations:
             continue
-        data = IterationData(it, {s: stage_info(store, it, s) for s in STAGES})
+        data = IterationData(it, {s: stage_info(store, it, s) for s in _method_stages(config)})
         st = data.stages
         data.questions = _rows(
             store, st["questions"], ["question_id", "task", "question", "reference", "choices"], problems

@@ -9,7 +9,6 @@ from typing import Any
 
 from selftrain.report.gather import IterationData, gather
 from selftrain.report.tables import Row, eval_rows, judge_row, pairs_row, throughput
-from selftrain.spec import STAGES
 from selftrain.store import Manifest
 
 
@@ -93,13 +92,8 @@ def iteration_summary(run_dir: str | Path, iteration: int) -> tuple[str, list[Ro
             f"reward margin {_fmt(t.get('rewards_margins'))}, reward accuracy {_fmt(t.get('rewards_accuracies'))}",
         ]
     times = [
-        {
-            "stage": s,
-            "status": it.stages[s].status,
-            "wall (s)": it.stages[s].wall_s,
-            "throughput": throughput(it.stages[s]) or "-",
-        }
-        for s in STAGES
+        {"stage": s, "status": st.status, "wall (s)": st.wall_s, "throughput": throughput(st) or "-"}
+        for s, st in it.stages.items()
     ]
     md += ["", "**Stages**", "", markdown_table(times)]
     missing = [st.where + " " + st.status for st in it.stages.values() if st.status != "done"]

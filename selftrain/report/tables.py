@@ -7,7 +7,6 @@ import statistics
 from typing import Any
 
 from selftrain.report.gather import IterationData, RunData, StageInfo
-from selftrain.spec import STAGES
 
 Row = dict[str, Any]
 
@@ -112,7 +111,7 @@ def time_rows(run: RunData) -> list[Row]:
     """Wall seconds, iterations x stages, with the iteration's total."""
     rows = []
     for it in run.iterations:
-        walls = {s: it.stages[s].wall_s for s in STAGES}
+        walls = {s: st.wall_s for s, st in it.stages.items()}
         if any(w is not None for w in walls.values()):
             total = sum(w for w in walls.values() if w is not None)
             rows.append({"wall (s)": f"iter {it.iteration}", **walls, "total": total})
@@ -122,14 +121,16 @@ def time_rows(run: RunData) -> list[Row]:
 def throughput_rows(run: RunData) -> list[Row]:
     rows = []
     for it in run.iterations:
-        rates = {s: throughput(it.stages[s]) for s in STAGES if s not in ("questions", "pairs")}
+        rates = {s: throughput(st) for s, st in it.stages.items() if s not in ("questions", "pairs")}
         if any(rates.values()):
             rows.append({"throughput": f"iter {it.iteration}", **{s: r or None for s, r in rates.items()}})
     return rows
 
 
 def status_rows(run: RunData) -> list[Row]:
-    return [{"iteration": it.iteration, **{s: it.stages[s].status for s in STAGES}} for it in run.iterations]
+    return [
+        {"iteration": it.iteration, **{s: st.status for s, st in it.stages.items()}} for it in run.iterations
+    ]
 
 
 def truncate(text: str, limit: int) -> str:
