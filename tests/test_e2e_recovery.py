@@ -63,8 +63,8 @@ def test_rerun_score_keeps_upstream_and_marks_later_stale(reference, tmp_path, t
     assert after == before
     for st, old in ids.items():
         assert store.manifest(0, st).output_id != old, st
-    assert list((run_dir / "iter-000").glob("scores.stale-*")) and list(
-        (run_dir / "iter-000").glob("policy.stale-*")
+    assert list((run_dir / "iter-000").glob("score.stale-*")) and list(
+        (run_dir / "iter-000").glob("train.stale-*")
     )
     assert "iter-001/sample" in proc.stdout
     status = cli("status", str(run_dir)).stdout

@@ -99,7 +99,7 @@ def test_legacy_metadata_names_still_read(tmp_path):
     (d2 / "_damaged.json").write_text("{}")
     assert stage_info(store, 0, "sample").status == "partial"
     StageWriter(d2, "fp2")
-    assert (d2 / kept.name).exists() and not list(d2.parent.glob("samples.replaced-*"))
+    assert (d2 / kept.name).exists() and not list(d2.parent.glob("sample.replaced-*"))
     write_manifest(
         d2, Manifest(stage="questions", iteration=0, fingerprint="fp2", output_id="o2", shards=[kept])
     )
