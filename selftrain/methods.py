@@ -21,14 +21,16 @@ class Method:
     name: str
     stages: tuple[str, ...]  # stage kinds, each after the stages of the same iteration it reads
     policy: str  # the stage whose adapter samples the next iteration and is evaluated
+    evaluation: str = "evaluate"  # the stage whose manifest holds the accuracy metrics
     # dotted config keys -> values, applied where the recipe (or --set) leaves the key unset
     defaults: dict[str, Any] = field(default_factory=dict)
     doc: str = ""
 
     def check(self) -> None:
         """Raise ValueError unless the stages form a DAG in this order, closed under their inputs."""
-        if self.policy not in self.stages:
-            raise ValueError(f"method {self.name}: its policy stage {self.policy} is not one of its stages")
+        for role, stage in (("policy", self.policy), ("evaluation", self.evaluation)):
+            if stage not in self.stages:
+                raise ValueError(f"method {self.name}: its {role} stage {stage} is not one of its stages")
         for i, stage in enumerate(self.stages):
             for needed in kind(stage).inputs:
                 name = self.policy if needed.stage == POLICY else needed.stage
@@ -71,3 +73,23 @@ preference_method(
     "SC-PO, the self-consistency baseline: score = the share of samples with the same answer, "
     "majority-vs-minority pairs, DPO.",
 )
+register(
+    Method(
+        name="stasc",
+        stages=("questions", "initial", "correct", "filter", "sft", "evaluate_correction"),
+        policy="sft",
+        evaluation="evaluate_correction",
+        # the paper: lr 1e-5, one epoch per iteration
+        defaults={"training.learning_rate": 1e-5, "training.epochs": 1.0, "training.max_steps": -1},
+        doc="STaSC, self-taught self-correction (arXiv 2503.08681): initial answers, corrections, the "
+        "corrections that a gold-based reward says improved, SFT on question -> initial -> correction. Uses "
+        "the gold answers to build training data, as the paper does.",
+    )
+)
+
+
+def method_of(config: dict[str, Any]) -> Method:
+    """The method a run's config (as read from its config.yaml) names; core_po where it names none or one
+    this version does not know (reports and tables read old and foreign runs without failing)."""
+    name = str(config.get("method") or "core_po")
+    return METHODS.get(name) if name in METHODS else METHODS.get("core_po")

@@ -31,6 +31,13 @@ TEMPLATES = ("core_po_llama3", "core_po", "plain")
 
 # -- the official texts (see the module docstring for which quirks are deliberate) ---------------------------
 QUESTION_SYSTEM = "Be a helpful assistant."
+# STaSC (arXiv 2503.08681; ../shared/METHODS.md): the correction turn shows the question and the initial answer
+STASC_CORRECTION = (
+    "Consider the question and the initial answer. Generate a correction to the initial answer if it is "
+    "incorrect. Disregard the information you already have, look for other options. Do not use the "
+    "information that does not match your criteria.\n\nQuestion: {question}\nInitial answer: {initial}\n"
+    "Corrected answer:"
+)
 REASONING_JUDGE_SYSTEM = "Be a helpful assistant."
 ANSWER_JUDGE_SYSTEM = "Be a helpful assistant"  # sic: the original has no period here
 
@@ -186,6 +193,17 @@ class PromptBuilder:
             f"\n\n**Selected answer:** {answer}{_ANSWER_JUDGE_TAIL}"
         )
         return self._chat(ANSWER_JUDGE_SYSTEM, user, ANSWER_PREFILL)
+
+    def correction(self, question: str, choices: list[str] | None, initial: str) -> str:
+        """STaSC's correction prompt: the question and an initial answer, asking for a corrected answer. The
+        plain template is the tiny model's, pre-trained on single Q/A pairs only: shown an earlier attempt it
+        answers garbage (measured: no correct correction), so there the correction is a second attempt at the
+        question alone, without the initial answer (the chat templates carry the paper's prompt)."""
+        if self.template == "plain":
+            del initial
+            return self.question(question, choices)
+        text = choice_question(question, choices) if choices else question
+        return self._chat(self.system, STASC_CORRECTION.format(question=text, initial=initial))
 
     # -- parsing -----------------------------------------------------------------------------------------
     def parse(self, completion: str) -> Parsed:

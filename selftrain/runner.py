@@ -131,10 +131,16 @@ def rerun(
 
 def accuracy_table(store: RunStore) -> list[tuple[int, str, str, float, int, int | None, float | None]]:
     """(iteration, model, source, greedy accuracy, n, best-of K, best-of-K accuracy) from each completed
-    evaluate stage; the last two are None where best-of-K evaluation was off."""
+    evaluation stage of the run's method; the last two are None where best-of-K evaluation was off."""
+    import yaml
+
+    from selftrain.methods import method_of
+
+    config = yaml.safe_load(store.config_path.read_text()) if store.config_path.exists() else None
+    stage = method_of(config if isinstance(config, dict) else {}).evaluation
     rows = []
     for it in store.iterations_on_disk():
-        m = store.manifest(it, "evaluate")
+        m = store.manifest(it, stage)
         if m is None:
             continue
         for model, by_src in m.stats.get("metrics", {}).items():

@@ -75,3 +75,48 @@ EVAL = pa.schema(
         ("selected", pa.bool_()),  # counted in the accuracy: greedy rows, and the highest-scored candidate
     ]
 )
+
+# STaSC (self-correction). One row per correction: k per initial answer.
+CORRECTIONS = pa.schema(
+    [
+        ("question_id", pa.string()),
+        ("sample_index", pa.int32()),  # the initial answer's index in the initial stage
+        ("correction_index", pa.int32()),
+        ("prompt", pa.string()),  # the correction prompt: question and initial answer
+        ("initial", pa.string()),
+        ("completion", pa.string()),  # the correction
+        ("num_tokens", pa.int32()),
+        ("finish_reason", pa.string()),
+        ("initial_answer", pa.string()),  # extracted, nullable
+        ("answer", pa.string()),  # extracted from the correction, nullable
+    ]
+)
+
+# The SFT examples a method keeps (STaSC: the corrections that improved): prompt -> chosen.
+SFT_EXAMPLES = pa.schema(
+    [
+        ("question_id", pa.string()),
+        ("sample_index", pa.int32()),
+        ("correction_index", pa.int32()),
+        ("prompt", pa.string()),
+        ("chosen", pa.string()),
+        ("initial_reward", pa.float64()),
+        ("correction_reward", pa.float64()),
+    ]
+)
+
+# Self-correction evaluation: a greedy initial answer, then a greedy correction of it, per question and model.
+CORRECTION_EVAL = pa.schema(
+    [
+        ("model", pa.string()),  # "policy" or "base"
+        ("source", pa.string()),
+        ("question_id", pa.string()),
+        ("initial", pa.string()),
+        ("initial_answer", pa.string()),
+        ("initial_correct", pa.bool_()),
+        ("completion", pa.string()),  # the correction
+        ("answer", pa.string()),
+        ("reference", pa.string()),
+        ("correct", pa.bool_()),
+    ]
+)

@@ -65,14 +65,40 @@ class StageSpec:
 PREVIOUS_POLICY = Input(POLICY, previous=True)
 
 
+# logging and launch plumbing: the same adapter whatever they say
+TRAINER_PLUMBING = (
+    "training.report_to",
+    "training.logging_steps",
+    "training.accelerate_config",
+    "training.save_steps",
+)
+
+
 def model_keys(*own: str) -> tuple[str, ...]:
     """The keys of a stage that runs the model: the model, its prompt and engine, the seed, and its own."""
     return ("model.path", "model.dtype", "prompt", *own, "engine.name", "run.seed")
 
 
+def trainer(
+    name: str, data: str, continues: Callable[[Config], bool], doc: str, own: tuple[str, ...] = ()
+) -> StageSpec:
+    """A stage that trains the policy's LoRA adapter on the stage `data`'s rows, continuing the policy of
+    iteration i-1 where `continues` holds (else a fresh adapter on the base model)."""
+    return StageSpec(
+        name=name,
+        schema=None,
+        keys=("model.path", "model.dtype", "training", *own, "run.seed"),
+        inputs=(Input(data), Input(POLICY, previous=True, when=continues)),
+        runs=Runs.TRAINER,
+        ignore=TRAINER_PLUMBING,
+        doc=doc,
+    )
+
+
 KINDS: dict[str, StageSpec] = {
     s.name: s
     for s in (
+        # data: the questions every method starts from
         StageSpec(
             name="questions",
             schema=schemas.QUESTIONS,
@@ -89,6 +115,7 @@ KINDS: dict[str, StageSpec] = {
             ignore=("data.eval.*.limit",),
             doc="this iteration's training questions (a seeded draw from data.train, minus evaluation questions)",
         ),
+        # the preference methods (core_po, sc_po): sample -> score -> pairs -> train -> evaluate
         StageSpec(
             name="sample",
             schema=schemas.SAMPLES,
@@ -98,6 +125,7 @@ KINDS: dict[str, StageSpec] = {
             runs=Runs.ENGINE,
             doc="sampling.n completions per question from the current policy",
         ),
+        # self-evaluation: the policy judges its own samples
         StageSpec(
             name="score",
             schema=schemas.SCORES,
@@ -106,6 +134,7 @@ KINDS: dict[str, StageSpec] = {
             runs=Runs.ENGINE,
             doc="the judge's confidence in each sample",
         ),
+        # no model: seconds, in the orchestrating process
         StageSpec(
             name="pairs",
             schema=schemas.PAIRS,
@@ -113,24 +142,13 @@ KINDS: dict[str, StageSpec] = {
             inputs=(Input("score"), Input("sample")),
             doc="preference pairs (or chosen rows) built from the scores",
         ),
-        StageSpec(
-            name="train",
-            schema=None,
-            keys=("model.path", "model.dtype", "training", "run.seed"),
-            inputs=(
-                Input("pairs"),
-                Input(POLICY, previous=True, when=lambda cfg: cfg.training.init == "previous"),
-            ),
-            runs=Runs.TRAINER,
-            # logging and launch plumbing: the same adapter whatever they say
-            ignore=(
-                "training.report_to",
-                "training.logging_steps",
-                "training.accelerate_config",
-                "training.save_steps",
-            ),
+        trainer(
+            "train",
+            "pairs",
+            continues=lambda cfg: cfg.training.init == "previous",
             doc="a LoRA adapter trained on the pairs (DPO, RPO or SFT: training.loss)",
         ),
+        # held-out accuracy: greedy and best-of-K
         StageSpec(
             name="evaluate",
             schema=schemas.EVAL,
@@ -139,6 +157,51 @@ KINDS: dict[str, StageSpec] = {
             inputs=(Input(POLICY),),
             runs=Runs.ENGINE,
             doc="accuracy of this iteration's policy (and in iteration 0 the base model) on data.eval",
+        ),
+        # STaSC (self-taught self-correction): initial -> correct -> filter -> sft -> evaluate_correction
+        StageSpec(
+            name="initial",
+            schema=schemas.SAMPLES,
+            keys=model_keys("stasc.initial", "stasc.initial_answer_with_new_model"),
+            inputs=(
+                Input("questions"),
+                Input(POLICY, previous=True, when=lambda cfg: cfg.stasc.initial_answer_with_new_model),
+            ),
+            runs=Runs.ENGINE,
+            doc="stasc.initial.n initial answers per question (by M0, or the newest policy)",
+        ),
+        # self-correction: the policy corrects each initial answer
+        StageSpec(
+            name="correct",
+            schema=schemas.CORRECTIONS,
+            keys=model_keys("stasc.correction"),
+            # the current policy M(i-1) corrects, whichever model wrote the initial answers
+            inputs=(Input("questions"), Input("initial"), PREVIOUS_POLICY),
+            runs=Runs.ENGINE,
+            doc="stasc.correction.n corrections of each initial answer by the current policy",
+        ),
+        # gold-based reward, no model
+        StageSpec(
+            name="filter",
+            schema=schemas.SFT_EXAMPLES,
+            keys=("stasc.reward", "stasc.only_better_correction"),
+            inputs=(Input("questions"), Input("correct")),
+            doc="the corrections that improved by the gold-based reward, as SFT examples",
+        ),
+        trainer(
+            "sft",
+            "filter",
+            own=("sft",),
+            continues=lambda cfg: cfg.sft.train_from == "previous",
+            doc="a LoRA adapter fine-tuned (SFT) on the kept examples",
+        ),
+        StageSpec(
+            name="evaluate_correction",
+            schema=schemas.CORRECTION_EVAL,
+            keys=model_keys("evaluation", "data.eval"),
+            inputs=(Input(POLICY),),
+            runs=Runs.ENGINE,
+            doc="accuracy of the initial and the corrected answer, and the correction rates, on data.eval",
         ),
     )
 }

@@ -13,6 +13,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -184,3 +185,20 @@ def status_rows(run_dir: Path) -> dict[str, list[str]]:
     states = {"done", "damaged", "stale", "partial", "failed", "missing", "blocked"}
     rows = [ln.split() for ln in out.splitlines() if ln[:9].strip().isdigit()]
     return {cells[0]: cells[1:7] for cells in rows if set(cells[1:7]) <= states}
+
+
+def killed_then_resumed(recipe: Path, run_dir: Path, kill_at: str, stage: str) -> tuple[Path, list[str]]:
+    """Run with SELFTRAIN_KILL_AT=kill_at (SIGKILLed, iteration 0's `stage` left partial), then run again and
+    check that the finished shards of `stage` were reused. Returns the stage folder and the checkpoints the
+    killed attempt left there."""
+    proc = cli("run", str(recipe), "--no-prefect", env={"SELFTRAIN_KILL_AT": kill_at})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    status = cli("status", str(run_dir)).stdout
+    assert "partial" in status, status
+    stage_dir = RunStore(run_dir).stage_dir(0, stage)
+    kept = {p.name: p.stat().st_mtime_ns for p in stage_dir.glob("part-*.parquet")}
+    ckpts = sorted(p.name for p in (stage_dir / "checkpoints").glob("checkpoint-*"))
+    proc = cli("run", str(recipe), "--no-prefect")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {p: (stage_dir / p).stat().st_mtime_ns for p in kept} == kept  # reused, not redone
+    return stage_dir, ckpts

@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 
 import pytest
 
 from selftrain.store import DAMAGED, MANIFEST, RunStore, sha256_file
 
-from .conftest import adapter_weights, cli, copy_run, stage_tables, status_rows, tiny_recipe, write_recipe
+from .conftest import (
+    adapter_weights,
+    cli,
+    copy_run,
+    killed_then_resumed,
+    stage_tables,
+    status_rows,
+    tiny_recipe,
+    write_recipe,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -22,21 +30,8 @@ def test_sigkill_then_resume_equals_uninterrupted(kill_at, reference, tmp_path, 
     root = tmp_path / "killed"
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(root, tiny_model))
     run_dir = root / "runs" / "t"
-    proc = cli("run", str(recipe), "--no-prefect", env={"SELFTRAIN_KILL_AT": kill_at})
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     stage = kill_at.split(":")[0]
-    status = cli("status", str(run_dir)).stdout
-    assert "partial" in status, status
-    stage_dir = RunStore(run_dir).stage_dir(0, stage)
-    kept = {p.name: p.stat().st_mtime_ns for p in stage_dir.glob("part-*.parquet")}
-    ckpts = (
-        sorted(p.name for p in (stage_dir / "checkpoints").glob("checkpoint-*")) if stage == "train" else []
-    )
-
-    proc = cli("run", str(recipe), "--no-prefect")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    # finished shards were reused, not redone
-    assert {p: (stage_dir / p).stat().st_mtime_ns for p in kept} == kept
+    stage_dir, ckpts = killed_then_resumed(recipe, run_dir, kill_at, stage)
     if stage == "train":
         assert ckpts == ["checkpoint-2"]
         manifest = json.loads((stage_dir / MANIFEST).read_text())

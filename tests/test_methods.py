@@ -3,12 +3,13 @@ CORE-PO and SC-PO are the same stages with the same fingerprints as the config t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from selftrain.config import ConfigError, load_config
-from selftrain.methods import METHODS, Method
+from selftrain.methods import METHODS, PREFERENCE_STAGES, Method
 from selftrain.plan import dag, method_stages, policy_stage, ready, stage_config
-from selftrain.spec import STAGES
 
 
 def test_method_picks_its_defaults_unless_the_recipe_sets_them():
@@ -34,9 +35,9 @@ def test_sc_po_is_the_preference_chain_with_the_self_consistency_config():
     by_keys = load_config(
         None, ["judge.name=self_consistency", "pairs.builder=majority_vs_minority", "engine.name=hf"]
     )
-    assert method_stages(by_method) == method_stages(by_keys) == STAGES
+    assert method_stages(by_method) == method_stages(by_keys) == PREFERENCE_STAGES
     assert policy_stage(by_method) == "train" and dag(by_method) == dag(by_keys)
-    for stage in STAGES:  # same keys, so the same fingerprints: identical outputs
+    for stage in PREFERENCE_STAGES:  # same keys, so the same fingerprints: identical outputs
         assert stage_config(by_method, stage) == stage_config(by_keys, stage), stage
 
 
@@ -47,7 +48,7 @@ def test_a_method_must_be_a_dag_closed_under_its_inputs():
         Method("m", ("questions", "sample", "pairs", "score", "train", "evaluate"), "train").check()
     with pytest.raises(ValueError, match="policy stage train is not one of its stages"):
         Method("m", ("questions",), "train").check()
-    assert METHODS.names() == ["core_po", "sc_po"]
+    assert METHODS.names() == ["core_po", "sc_po", "stasc"]
 
 
 def test_ready_starts_independent_stages_together():
@@ -56,3 +57,65 @@ def test_ready_starts_independent_stages_together():
     assert ready(graph, {"a"}, {"a"}) == ["b", "c"]  # b and c read only a: both start
     assert ready(graph, {"a", "b"}, {"a", "b", "c"}) == []  # d waits for c
     assert ready(graph, {"a", "b", "c"}, {"a", "b", "c"}) == ["d"]
+
+
+def test_stasc_reward_filter_and_correction_metrics():
+    from selftrain.stasc import correction_metrics, in_acc, kept, reward, transitions
+
+    assert in_acc("So the answer is The Eiffel Tower.", "eiffel tower") and not in_acc(
+        "Paris", "eiffel tower"
+    )
+    q = {"task": "arithmetic", "reference": "12", "choices": None}
+    assert reward("exact_match", q, "3*4 #### 12") == 1.0 and reward("exact_match", q, "#### 112") == 0.0
+    assert reward("in_acc", q, "#### 112") == 1.0  # in_acc: the gold appears in the text (why tiny uses EM)
+    assert kept(0.0, 1.0, only_better=True) and not kept(1.0, 1.0, only_better=True)
+    assert kept(1.0, 1.0, only_better=False) and not kept(1.0, 0.0, only_better=False)
+    assert transitions([(0, 1), (1, 0), (1, 1), (0, 0), (0, 1)]) == {
+        "wrong_to_right": 2,
+        "right_to_wrong": 1,
+        "right_to_right": 1,
+        "wrong_to_wrong": 1,
+    }
+    rows = [
+        {"model": "policy", "source": "s", "initial_correct": False, "correct": True},
+        {"model": "policy", "source": "s", "initial_correct": True, "correct": False},
+        {"model": "policy", "source": "s", "initial_correct": True, "correct": True},
+        {"model": "policy", "source": "s", "initial_correct": False, "correct": False},
+    ]
+    cell = correction_metrics(rows)["policy"]["s"]
+    assert cell == {
+        "n": 4,
+        "correct": 2,
+        "accuracy": 0.5,
+        "initial_correct": 2,
+        "initial_accuracy": 0.5,
+        "wrong_to_right": 0.25,
+        "right_to_wrong": 0.25,
+    }
+
+
+def test_stasc_recipe_and_dag():
+    from selftrain.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny-stasc.yaml")
+    assert cfg.method == "stasc" and policy_stage(cfg) == "sft"
+    assert dag(cfg) == {
+        "questions": [],
+        "initial": ["questions"],
+        "correct": ["questions", "initial"],
+        "filter": ["questions", "correct"],
+        "sft": ["filter"],
+        "evaluate_correction": ["sft"],
+    }
+    from selftrain.plan import upstream_of
+
+    # corrections come from the current policy; initial answers from M0 unless initial_answer_with_new_model
+    assert upstream_of(cfg, 1, "correct") == [(1, "questions"), (1, "initial"), (0, "sft")]
+    assert upstream_of(cfg, 1, "initial") == [(1, "questions")]
+    newest = load_config(
+        None, ["method=stasc", "stasc.initial_answer_with_new_model=true", "sft.train_from=base"]
+    )
+    assert upstream_of(newest, 1, "initial") == [(1, "questions"), (0, "sft")]
+    assert upstream_of(newest, 1, "sft") == [(1, "filter")]
+    paper = load_config(Path(__file__).resolve().parents[1] / "configs" / "qwen2.5-1.5b-stasc.yaml")
+    assert (paper.training.learning_rate, paper.run.iterations, paper.sft.train_from) == (1e-5, 10, "base")

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from selftrain.config import Config
+from selftrain.methods import PREFERENCE_STAGES
 from selftrain.plan import dag, downstream_of, expected, stage_config, stage_state, upstream_of
-from selftrain.spec import KINDS, POLICY, STAGES, kind
+from selftrain.spec import KINDS, POLICY, kind
 from selftrain.store import Manifest, RunStore, StageWriter, write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +65,7 @@ def test_upstream_links():
     fresh = _cfg(training={"init": "base"})
     assert upstream_of(fresh, 1, "train") == [(1, "pairs")]
     assert downstream_of(cfg, "score") == ["score", "pairs", "train", "evaluate"]
-    assert downstream_of(cfg, "questions") == list(STAGES)
+    assert downstream_of(cfg, "questions") == list(PREFERENCE_STAGES)
     assert dag(cfg) == {
         "questions": [],
         "sample": ["questions"],

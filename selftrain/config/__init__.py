@@ -16,6 +16,7 @@ from selftrain.config.sections import (
     SamplingConfig,
     SourceConfig,
 )
+from selftrain.config.stasc import SftConfig, StascConfig
 from selftrain.config.training import (
     EngineConfig,
     EvaluationConfig,
@@ -40,7 +41,9 @@ __all__ = [
     "RunConfig",
     "SamplingConfig",
     "Section",
+    "SftConfig",
     "SourceConfig",
+    "StascConfig",
     "StoreConfig",
     "TrainingConfig",
     "check_names",

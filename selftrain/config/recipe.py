@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 import selftrain.config.sections as sec
+import selftrain.config.stasc as st
 import selftrain.config.training as tr
 from selftrain.config.base import Section
 
@@ -32,6 +33,8 @@ class Config(Section):
     evaluation: tr.EvaluationConfig = Field(default_factory=tr.EvaluationConfig)
     engine: tr.EngineConfig = Field(default_factory=tr.EngineConfig)
     store: tr.StoreConfig = Field(default_factory=tr.StoreConfig)
+    sft: st.SftConfig = Field(default_factory=st.SftConfig)
+    stasc: st.StascConfig = Field(default_factory=st.StascConfig)
 
     @model_validator(mode="after")
     def _loss_needs_pairs(self) -> Config:

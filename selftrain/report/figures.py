@@ -24,7 +24,8 @@ TRAIN_METRICS = [
     ("rewards/margins", "reward margin"),
     ("rewards/accuracies", "reward accuracy"),
 ]
-STAGE_COLORS = dict(zip(STAGES, plt.get_cmap("tab10").colors, strict=False))
+# tab10 for the first ten stage kinds (the preference chain keeps its colours), Dark2 beyond
+STAGE_COLORS = dict(zip(STAGES, [*plt.get_cmap("tab10").colors, *plt.get_cmap("Dark2").colors], strict=False))
 RIGHT, WRONG = "#2a9d8f", "#e76f51"
 
 

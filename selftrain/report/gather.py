@@ -14,7 +14,6 @@ from typing import Any
 import yaml
 
 from selftrain.report.calibration import JudgeQuality, judge_quality
-from selftrain.spec import STAGES
 from selftrain.store import (
     DAMAGED,
     FAILED,
@@ -71,9 +70,14 @@ class IterationData:
     pairs: list[dict] | None = None
     log_history: list[dict] | None = None
 
+    def stage(self, name: str) -> StageInfo:
+        """The stage `name`; one the run's method does not have counts as missing (and is not listed)."""
+        return self.stages.get(name) or StageInfo(self.iteration, name, "missing")
+
     def metrics(self) -> dict[str, dict[str, dict]]:
-        """Evaluation metrics {model: {source: cell}} from the evaluate manifest; {} when not evaluated."""
-        return self.stages["evaluate"].stats.get("metrics", {})
+        """Evaluation metrics {model: {source: cell}} from the method's evaluation stage (the one whose
+        manifest carries them); {} when not evaluated."""
+        return next((st.stats["metrics"] for st in self.stages.values() if "metrics" in st.stats), {})
 
 
 @dataclass
@@ -148,10 +152,9 @@ def _log_history(store: RunStore, st: StageInfo, problems: list[str]) -> list[di
 
 def _method_stages(config: dict[str, Any]) -> tuple[str, ...]:
     """The stages of the run's method, read from its config as it is (a report never fails on a config)."""
-    from selftrain.methods import METHODS
+    from selftrain.methods import method_of
 
-    name = str(config.get("method") or "core_po")
-    return METHODS.get(name).stages if name in METHODS else STAGES
+    return method_of(config).stages
 
 
 def gather(run_dir: str | Path, iterations: list[int] | None = None) -> RunData:
@@ -174,19 +177,19 @@ def gather(run_dir: str | Path, iterations: list[int] | None = None) -> RunData:
         if iterations is not None and it not in iterations:
             continue
         data = IterationData(it, {s: stage_info(store, it, s) for s in _method_stages(config)})
-        st = data.stages
+        st = data.stage
         data.questions = _rows(
-            store, st["questions"], ["question_id", "task", "question", "reference", "choices"], problems
+            store, st("questions"), ["question_id", "task", "question", "reference", "choices"], problems
         )
-        scored = _rows(store, st["score"], ["question_id", "sample_index", "answer", "score"], problems)
+        scored = _rows(store, st("score"), ["question_id", "sample_index", "answer", "score"], problems)
         if data.questions is not None and scored is not None:
             data.judge = _judge(data.questions, scored)
         data.pairs = _rows(
             store,
-            st["pairs"],
+            st("pairs"),
             ["question_id", "chosen", "rejected", "chosen_score", "rejected_score"],
             problems,
         )
-        data.log_history = _log_history(store, st["train"], problems)
+        data.log_history = _log_history(store, st("train"), problems)
         found.append(data)
     return RunData(store.run_dir, name, config, configured, found, problems)

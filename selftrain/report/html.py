@@ -62,7 +62,11 @@ def page(run: RunData, sections: list[tuple[str, str, str]], missing: list[str])
     model = (cfg.get("model") or {}).get("path", "?")
     judge = (cfg.get("judge") or {}).get("name", "?")
     builder = (cfg.get("pairs") or {}).get("builder", "best_vs_rest")
-    done = sum(1 for it in run.iterations if it.stages["evaluate"].status == "done")
+    done = sum(
+        1
+        for it in run.iterations
+        if any(st.status == "done" and "metrics" in st.stats for st in it.stages.values())
+    )
     head = (
         f"<h1>selftrain run report: {e(run.name)}</h1>"
         f"<p class='meta'>{e(run.run_dir)} · model {e(model)} · judge {e(judge)} · pairs {e(builder)} · "

@@ -84,7 +84,7 @@ def iteration_summary(run_dir: str | Path, iteration: int) -> tuple[str, list[Ro
             f"**Pairs**: {p['pairs']} from {p['questions']} questions; without a pair: "
             f"{p['questions without a pair']}; median score gap {_fmt(p['median score gap'])}",
         ]
-    t = it.stages["train"].stats
+    t = it.stage("train").stats
     if t:
         md += [
             "",

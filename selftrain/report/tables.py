@@ -52,7 +52,7 @@ def judge_row(it: IterationData) -> Row | None:
 def pairs_row(it: IterationData) -> Row | None:
     if it.pairs is None:
         return None
-    n_questions = it.stages["pairs"].stats.get("questions") or (len(it.questions) if it.questions else 0)
+    n_questions = it.stage("pairs").stats.get("questions") or (len(it.questions) if it.questions else 0)
     with_pair = len({p["question_id"] for p in it.pairs})
     gaps = [p["chosen_score"] - p["rejected_score"] for p in it.pairs]
     return {
@@ -71,7 +71,7 @@ def pairs_row(it: IterationData) -> Row | None:
 
 
 def train_row(it: IterationData) -> Row | None:
-    st = it.stages["train"]
+    st = it.stage("train")
     if st.manifest is None:
         return None
     s = st.stats

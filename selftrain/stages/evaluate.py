@@ -92,7 +92,10 @@ def best_of_rows(
     return rows
 
 
-def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
+def eval_groups(cfg: Config, inputs: StageInputs) -> tuple[list[list[dict]], dict[str, LazyEngine]]:
+    """The held-out questions in groups of evaluation.batch_size, one group per shard, each tagged with the
+    model that answers it ("policy", and in iteration 0 with evaluation.baseline also "base" first), and a
+    lazily loaded engine per model. Shared by the evaluation stages."""
     questions: list[dict] = []
     for spec in cfg.data.eval:
         questions.extend(load_source(spec, cfg.run.seed))
@@ -108,13 +111,32 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
         for m in models
         for chunk in chunks(questions, cfg.evaluation.batch_size)
     ]
+    return groups, engines
+
+
+def engine_for(engines: dict[str, LazyEngine], model: str) -> LazyEngine:
+    """The engine of `model`, with every other one closed: one model in memory at a time."""
+    for other, e in engines.items():
+        if other != model:
+            e.close()
+    return engines[model]
+
+
+def finish_eval(
+    writer: StageWriter, inputs: StageInputs, shards: list, metrics: dict[str, dict[str, dict]]
+) -> Manifest:
+    """Write the metrics beside the shards (and in the manifest's stats, where accuracy tables read them)."""
+    path = writer.dir / METRICS
+    atomic_write_text(path, json.dumps(metrics, indent=2))
+    return finish(writer, inputs, shards, {"metrics": metrics}, [file_info(path)])
+
+
+def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
+    groups, engines = eval_groups(cfg, inputs)
     greedy = SamplingSpec(n=1, temperature=0.0, top_p=1.0, max_tokens=cfg.evaluation.max_tokens, seed=0)
 
     def make_rows(group: list[dict], index: int) -> list[dict]:
-        lazy = engines[group[0]["model"]]
-        for other, e in engines.items():  # one model in memory at a time
-            if other != group[0]["model"]:
-                e.close()
+        lazy = engine_for(engines, group[0]["model"])
         prompts = [lazy.builder.question(q["question"], q["choices"]) for q in group]
         outs = lazy.engine.generate(prompts, greedy)
         rows = [_row(q, "greedy", 0, comps[0], None, True) for q, comps in zip(group, outs, strict=True)]
@@ -131,8 +153,6 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
     finally:
         for e in engines.values():
             e.close()
-    metrics = metrics_by_source(read_shards(writer.dir, shards, EVAL).to_pylist())
-    path = writer.dir / METRICS
-    atomic_write_text(path, json.dumps(metrics, indent=2))
-    files = [file_info(path)]
-    return finish(writer, inputs, shards, {"metrics": metrics}, files)
+    return finish_eval(
+        writer, inputs, shards, metrics_by_source(read_shards(writer.dir, shards, EVAL).to_pylist())
+    )

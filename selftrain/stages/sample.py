@@ -6,7 +6,7 @@ import functools
 import logging
 import time
 
-from selftrain.config import Config
+from selftrain.config import Config, SamplingConfig
 from selftrain.engines import load_engine
 from selftrain.engines.base import SamplingSpec
 from selftrain.grading import extract_answer
@@ -75,17 +75,33 @@ def sample_rows(group: list[dict], prompts: list[str], outs: list) -> list[dict]
 def run(
     cfg: Config, inputs: StageInputs, writer: StageWriter, worker: tuple[int, int] | None = None
 ) -> Manifest:
+    return sample_questions(
+        cfg, inputs, writer, cfg.sampling, inputs.policy_adapter(), worker=worker, workers=cfg.engine.workers
+    )
+
+
+def sample_questions(
+    cfg: Config,
+    inputs: StageInputs,
+    writer: StageWriter,
+    sampling: SamplingConfig,
+    adapter: str | None,
+    worker: tuple[int, int] | None = None,
+    workers: int = 1,
+) -> Manifest:
+    """`sampling.n` completions per question of this iteration from the base model with `adapter`; shared by
+    the stages that sample answers (sample, and STaSC's initial)."""
     questions = inputs.table("questions").to_pylist()
     groups = list(chunks(questions, cfg.data.shard_size))
-    if worker is None and cfg.engine.workers > 1:
+    if worker is None and workers > 1:
         # data-parallel: each worker process owns every n-th shard; this process writes the manifest
-        run_workers(inputs, cfg.engine.workers)
+        run_workers(inputs, workers)
         shards = [writer.done_shard(i) for i in range(len(groups))]
         missing = [i for i, s in enumerate(shards) if s is None]
         if missing:
             raise RuntimeError(f"sample workers left shards {missing} unwritten")
         return finish(writer, inputs, shards, _stats(writer, shards))
-    lazy = LazyEngine(cfg, inputs.policy_adapter())
+    lazy = LazyEngine(cfg, adapter)
     start = time.perf_counter()
     try:
         shards = write_sharded(
@@ -94,9 +110,9 @@ def run(
             groups,
             None,
             SAMPLES,
-            f"sample iter-{inputs.iteration:03d}",
+            f"{inputs.stage} iter-{inputs.iteration:03d}",
             worker=worker,
-            produce=lambda todo: _produce(cfg, lazy, inputs.iteration, groups, todo),
+            produce=lambda todo: _produce(cfg.run.seed, sampling, lazy, inputs.iteration, groups, todo),
         )
         # engine start and shutdown are reported apart: they are fixed costs, not throughput
         timing = {
@@ -110,17 +126,21 @@ def run(
     return finish(writer, inputs, shards, {**_stats(writer, shards), **timing})
 
 
-def _produce(cfg: Config, lazy: LazyEngine, iteration: int, groups: list[list[dict]], todo: list[int]):  # noqa: ANN202
+def _produce(  # noqa: ANN202
+    seed: int, s: SamplingConfig, lazy: LazyEngine, iteration: int, groups: list[list[dict]], todo: list[int]
+):
     """The missing shards go to the engine as one stream; each comes back as soon as it is complete.
     Prompts are rendered as the engine asks for the next shard, so memory follows the engine's window."""
-    s = cfg.sampling
     prompts: dict[int, list[str]] = {}
 
     def requests():  # noqa: ANN202
         for i in todo:
             prompts[i] = [lazy.builder.question(q["question"], q["choices"]) for q in groups[i]]
-            seed = shard_seed(cfg.run.seed, iteration, i)
-            yield i, prompts[i], SamplingSpec(s.n, s.temperature, s.top_p, s.max_tokens, seed)
+            yield (
+                i,
+                prompts[i],
+                SamplingSpec(s.n, s.temperature, s.top_p, s.max_tokens, shard_seed(seed, iteration, i)),
+            )
 
     if not todo:
         return

@@ -8,6 +8,7 @@ which shares `prepare_train` and `finish_train`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -34,16 +35,31 @@ def finish_train(writer: StageWriter, inputs: StageInputs, stats: dict) -> Manif
     return finish(writer, inputs, [], stats, outputs)
 
 
-def train_or_keep(cfg: Config, inputs: StageInputs, out_dir: Path, main_process: bool = True) -> dict:
-    """Train on this iteration's pairs, or, with none, keep the policy unchanged. Shared by the in-process
-    stage and every `accelerate launch` rank, so the two paths cannot drift apart."""
-    pairs, init = prepare_train(cfg, inputs)
-    if pairs.num_rows == 0:
+def fit_or_keep(
+    cfg: Config,
+    inputs: StageInputs,
+    out_dir: Path,
+    data: pa.Table,
+    init: str | None,
+    fit: Callable[[Config, pa.Table, Path, str | None], dict],
+    what: str,
+    main_process: bool = True,
+) -> dict:
+    """Train on `data` with `fit`, or, with no rows, keep the policy unchanged (the adapter `init` it would
+    continue, or a no-op one). Shared by the trainer stages (train, sft), in-process and on every `accelerate
+    launch` rank, so those paths cannot drift apart."""
+    if data.num_rows == 0:
         if main_process:
-            log.warning("iter-%03d has no preference pairs: keeping the policy unchanged", inputs.iteration)
+            log.warning("iter-%03d has no %s: keeping the policy unchanged", inputs.iteration, what)
             save_identity_adapter(cfg, out_dir, init)
-        return {"steps": 0, "pairs": 0, "trained": False}
-    return {**train_policy(cfg, pairs, out_dir, init), "trained": True}
+        return {"steps": 0, what.split()[-1]: 0, "trained": False}  # rows named as in `what`: pairs, examples
+    return {**fit(cfg, data, out_dir, init), "trained": True}
+
+
+def train_or_keep(cfg: Config, inputs: StageInputs, out_dir: Path, main_process: bool = True) -> dict:
+    """Train on this iteration's pairs (training.loss), or, with none, keep the policy unchanged."""
+    pairs, init = prepare_train(cfg, inputs)
+    return fit_or_keep(cfg, inputs, out_dir, pairs, init, train_policy, "preference pairs", main_process)
 
 
 def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:

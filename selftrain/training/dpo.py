@@ -242,7 +242,7 @@ def save_identity_adapter(cfg: Config, out_dir: Path, init_adapter: str | None) 
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(cfg.model.path, dtype=torch.float32)
-    if init_adapter and cfg.training.init == "previous":
+    if init_adapter:  # callers pass one only where the policy continues (training.init, sft.train_from)
         model = PeftModel.from_pretrained(model, init_adapter)
     else:
         lora = cfg.training.lora

@@ -114,12 +114,15 @@ def _free_port() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import importlib
+
     from accelerate import PartialState
 
     from selftrain.config import load_config
     from selftrain.logs import setup_logging
+    from selftrain.spec import kind
     from selftrain.stages import open_stage
-    from selftrain.stages.train import finish_train, train_or_keep
+    from selftrain.stages.train import finish_train
     from selftrain.store import RunStore
 
     parser = argparse.ArgumentParser(prog="python -m selftrain.training.launch")
@@ -145,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         setup_first=state.main_process_first,
     ) as (inputs, writer):
         out_dir = store.stage_dir(args.iteration, args.stage)
-        stats = train_or_keep(cfg, inputs, out_dir, main_process=state.is_main_process)
+        # a trainer stage's module has train_or_keep(cfg, inputs, out_dir, main_process) (train, sft)
+        trainer = importlib.import_module(kind(args.stage).module)
+        stats = trainer.train_or_keep(cfg, inputs, out_dir, main_process=state.is_main_process)
         state.wait_for_everyone()
         if writer is not None:
             finish_train(writer, inputs, {**stats, "processes": state.num_processes})

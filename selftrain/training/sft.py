@@ -44,8 +44,9 @@ def train_sft(cfg: Config, pairs: pa.Table, out_dir: Path, init_adapter: str | N
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    continue_from = init_adapter if init_adapter and cfg.training.init == "previous" else None
-    tokenizer, model, peft_config = load_for_training(cfg, continue_from)
+    # `init_adapter` is continued: callers pass one only where the policy continues (training.init: previous
+    # for the train stage, sft.train_from: previous for the sft stage)
+    tokenizer, model, peft_config = load_for_training(cfg, init_adapter)
     rows = pairs.to_pylist()
     dataset = Dataset.from_list(sft_rows(rows))
     ckpt_dir = out_dir / "checkpoints"
