@@ -11,7 +11,7 @@ import pytest
 
 from selftrain.store import MANIFEST, RunStore, read_stage, sha256_file
 
-from .conftest import cli, killed_then_resumed, tiny_recipe, write_recipe
+from .conftest import ROOT, cli, killed_then_resumed, tiny_recipe, write_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -101,3 +101,15 @@ def test_stasc_rerun_one_stage_redoes_what_reads_it(stasc_run, tmp_path):
     assert list(store.iter_dir(1).glob("filter.stale-*")) and list(store.iter_dir(1).glob("sft.stale-*"))
     proc = cli("rerun", str(run_dir), "--iteration", "1", "--stage", "score", "--no-prefect")
     assert proc.returncode == 2 and "method stasc has no score stage" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_stasc_sft_under_accelerate_launch(tmp_path, tiny_model):
+    """The sft stage goes through `accelerate launch` as the train stage does (selftrain.training.launch)."""
+    recipe = stasc_recipe(tmp_path, tiny_model)
+    recipe["run"]["iterations"] = 1
+    recipe["training"]["accelerate_config"] = str(ROOT / "configs" / "accelerate" / "cpu-1proc.yaml")
+    proc = cli("run", str(write_recipe(tmp_path / "r.yaml", recipe)), "--no-prefect")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "accelerate.commands.launch" in proc.stderr and "selftrain.training.launch" in proc.stderr
+    stats = RunStore(tmp_path / "runs" / "s").manifest(0, "sft").stats
+    assert stats["processes"] == 1 and stats["trained"], stats
