@@ -88,7 +88,7 @@ def kill_tree(tag: str) -> None:
 
 def landed(run_dir: Path) -> str:
     """Where the kill landed: the first stage without a manifest (`train+accelerate` while launched)."""
-    from selftrain.spec import STAGES
+    from selftrain.methods import PREFERENCE_STAGES as STAGES
     from selftrain.store import RunStore
 
     store = RunStore(run_dir)

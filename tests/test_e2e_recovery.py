@@ -69,8 +69,8 @@ def test_rerun_score_keeps_upstream_and_marks_later_stale(reference, tmp_path, t
 def test_rerun_every_stage_at_iteration_1_and_evaluate_at_0(reference, tmp_path, tiny_model):
     """Rerun's upstream check must not read a policy (adapter files, no shards) as a table: evaluate's upstream
     is always a policy, and sample/score/train at iteration >= 1 read the previous iteration's policy."""
+    from selftrain.methods import PREFERENCE_STAGES as STAGES
     from selftrain.runner import rerun
-    from selftrain.spec import STAGES
 
     run_dir, _ = copy_run(reference, tmp_path, tiny_model)
     store = RunStore(run_dir)
