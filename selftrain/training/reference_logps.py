@@ -137,6 +137,13 @@ def caching_trainer_class(cache_dir: Path, details: dict[str, Any], record: dict
                 c, r = self.accelerator.gather_for_metrics((c, r))
                 chosen.append(c.float().cpu())
                 rejected.append(r.float().cpu())
+            if self._precompute_engine is not None:
+                # That engine wraps the policy module itself. Under ZeRO-3 its parameter hooks stay on the
+                # module, so the training engine's first forward ran two sets of hooks and DeepSpeed's
+                # parameter trace broke ("IndexError: pop from an empty deque", every rank, exit 1). Only
+                # a first attempt crashed: a rerun read the values from the cache and never built this engine.
+                self._precompute_engine.destroy()
+                self._precompute_engine = None
             return torch.cat(chosen).tolist(), torch.cat(rejected).tolist()
 
     return CachingDPOTrainer
