@@ -53,6 +53,13 @@ def _one_thread():
         pass
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _hash_cache(tmp_path_factory):
+    """Weight digests (selftrain.filehash) kept in this session's temp folder, not the user's ~/.cache: the
+    CLI runs started by tests inherit it."""
+    os.environ.setdefault("SELFTRAIN_HASH_CACHE", str(tmp_path_factory.mktemp("sha256-cache")))
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
-
 
 def _pairs(path: Path) -> str:
     import pyarrow as pa
@@ -60,6 +58,7 @@ def _train(model: Path, files, out: Path, cache: Path, precompute: bool, init=No
 TOL = 1e-4
 
 
+@pytest.mark.slow
 def test_precomputed_reference_logps_match_trl_and_are_reused(tiny_model, tmp_path, monkeypatch):
     import pyarrow.parquet as pq
 
@@ -101,3 +100,47 @@ def test_precomputed_reference_logps_match_trl_and_are_reused(tiny_model, tmp_pa
     )
     assert stats["reference_logps"]["reused"] is False
     assert len(list(cache.iterdir())) == 2
+
+
+def test_sharded_model_is_keyed_by_its_index_and_every_shard_hashed_once(tmp_path, monkeypatch):
+    """A sharded save (index + shards) is keyed by content, not only by its path: changing any shard changes
+    the key; the digests are remembered across processes by (path, size, mtime), so an unchanged model is not
+    read again."""
+    import os
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from selftrain import filehash
+    from selftrain.training import reference_logps as refs
+
+    monkeypatch.setenv("SELFTRAIN_HASH_CACHE", str(tmp_path / "hashes"))
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=4)
+    model = tmp_path / "sharded"
+    LlamaForCausalLM(config).save_pretrained(model, max_shard_size="40KB")
+    shards = sorted(model.glob("model-*-of-*.safetensors"))
+    assert len(shards) >= 3 and not (model / "model.safetensors").exists()
+
+    read = []
+    real = filehash.sha256_file
+    monkeypatch.setattr(filehash, "sha256_file", lambda p: read.append(Path(p).name) or real(p))
+    first = refs.reference_identity(str(model), "base", None)
+    hashed = first["model_files_sha256"]
+    assert set(hashed) == {"model.safetensors.index.json", *(s.name for s in shards)}
+    assert sorted(read) == sorted(hashed)  # every file read once
+
+    read.clear()
+    assert refs.reference_identity(str(model), "base", None) == first
+    assert read == []  # a later run: every digest from the cache, no weights read
+
+    # one shard rewritten with other values (same size): only that shard is read again, and the key changes
+    data = bytearray(shards[-1].read_bytes())
+    data[-8:] = bytes(8 - i for i in range(8))
+    shards[-1].write_bytes(bytes(data))
+    st = shards[-1].stat()
+    os.utime(shards[-1], ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # coarse clocks: a new mtime
+    second = refs.reference_identity(str(model), "base", None)
+    assert read == [shards[-1].name]
+    assert second["model_files_sha256"][shards[-1].name] != hashed[shards[-1].name]
+    assert second != first

