@@ -111,6 +111,20 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def remove_dead_temp_files(folder: Path) -> list[Path]:
+    """Remove `.<name>.tmp-<pid>` files whose writer is dead: a SIGKILL between write and rename leaves one,
+    and readers skip it (dot prefix), so nothing else would ever clean it up."""
+    removed = []
+    for tmp in folder.glob(".*.tmp-*"):
+        pid = tmp.name.rsplit(".tmp-", 1)[1]
+        if pid.isdigit() and not runlock.pid_alive(int(pid)) and tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    if removed:
+        log.info("removed %d temp file(s) of dead writers in %s", len(removed), folder)
+    return removed
+
+
 def shard_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
@@ -299,6 +313,7 @@ class StageWriter:
             if prev != fp or marker(stage_dir, MANIFEST).exists():
                 move_aside(stage_dir, "replaced")
         stage_dir.mkdir(parents=True, exist_ok=True)
+        remove_dead_temp_files(stage_dir)
         if not started.exists():
             atomic_write_text(
                 stage_dir / STARTED, json.dumps({"fingerprint": fp, "started_at": self.started_at})

@@ -165,6 +165,19 @@ def test_writer_resumes_same_fingerprint_and_moves_other_aside(tmp_path):
     assert len(aside) == 1 and (aside[0] / "part-00000.parquet").exists()
 
 
+def test_resumed_writer_removes_temp_files_of_dead_writers_only(tmp_path):
+    """A SIGKILL between a shard's write and its rename leaves `.part-NNNNN.parquet.tmp-<pid>`; the next attempt
+    removes it, but never a live writer's."""
+    d = tmp_path / "sample"
+    StageWriter(d, "fpA")
+    dead = d / f".part-00001.parquet.tmp-{2**22 + 12345}"
+    live = d / f".part-00002.parquet.tmp-{os.getpid()}"
+    dead.write_bytes(b"half a shard")
+    live.write_bytes(b"being written")
+    StageWriter(d, "fpA")
+    assert not dead.exists() and live.exists()
+
+
 def test_move_aside_never_overwrites(tmp_path):
     for _ in range(3):
         (tmp_path / "x").mkdir()
