@@ -93,6 +93,21 @@ def _digit_judge_example(builder: PromptBuilder, rng: random.Random, long_fracti
     return prompt, "A" if right else "B"
 
 
+def digit_batch(builder: PromptBuilder, rng: random.Random, cfg: BootstrapConfig) -> list[tuple[str, str]]:
+    """One digit-sums pre-training batch of (prompt, target): a whole batch of judge examples (they are ~5x
+    longer, and mixed in they would pad every solve row), or solve rows with `arithmetic_fraction` of them from
+    the arithmetic task, mixed per row so that every batch keeps the uniform-digit symmetry broken."""
+    if rng.random() < cfg.judge_fraction:
+        return [_digit_judge_example(builder, rng, cfg.long_fraction) for _ in range(cfg.batch_size)]
+    return [
+        _solve_example(builder, rng)
+        if cfg.arithmetic_fraction
+        and rng.random() < cfg.arithmetic_fraction  # no draw at 0: same stream as before
+        else _digit_solve_example(builder, rng, cfg.long_fraction)
+        for _ in range(cfg.batch_size)
+    ]
+
+
 def _train_problem(rng: random.Random) -> synthetic.Problem:
     while True:
         p = synthetic.random_problem(rng)
@@ -236,7 +251,7 @@ def _build(out_dir: Path, cfg: BootstrapConfig) -> None:
         cfg.steps,
         out_dir,
     )
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     warmup = max(1, cfg.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt,
@@ -249,11 +264,9 @@ def _build(out_dir: Path, cfg: BootstrapConfig) -> None:
     check: dict | None = None
     model.train()
     for step in track(range(cfg.steps), "bootstrap tiny model", unit="step"):
-        # Whole batches of one kind: judge prompts are ~5x longer, and mixing them pads every solve example.
         if digits:
-            make = _digit_judge_example if rng.random() < cfg.judge_fraction else _digit_solve_example
-            batch = [make(builder, rng, cfg.long_fraction) for _ in range(cfg.batch_size)]
-        else:
+            batch = digit_batch(builder, rng, cfg)
+        else:  # whole batches of one kind: judge prompts are ~5x longer, mixed in they pad every solve row
             make = _judge_example if rng.random() < cfg.judge_fraction else _solve_example
             batch = [make(builder, rng) for _ in range(cfg.batch_size)]
         ids, labels = [], []

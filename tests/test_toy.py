@@ -13,6 +13,28 @@ from selftrain.data.sources import load_source
 from .conftest import ROOT
 
 
+def test_digit_batch_mixes_arithmetic_rows_at_the_configured_share():
+    from selftrain.prompts import PromptBuilder
+    from selftrain.tiny import build_tokenizer, digit_batch
+
+    builder = PromptBuilder(build_tokenizer(), template="plain")
+    rng = random.Random(0)
+
+    def arithmetic_share(**kw) -> float:
+        cfg = BootstrapConfig(task="digit_sums", judge_fraction=0.0, batch_size=64, **kw)
+        rows = [r for _ in range(20) for r in digit_batch(builder, rng, cfg)]
+        # arithmetic questions have '*' or '-' or a two-digit operand; digit sums are single digits joined by '+'
+        return sum(
+            not all(t.isdigit() and len(t) == 1 for t in q[q.index("Q: ") + 3 : q.index("=?")].split("+"))
+            for q, _ in rows
+        ) / len(rows)
+
+    assert arithmetic_share() == 0.0
+    assert 0.2 < arithmetic_share(arithmetic_fraction=0.3) < 0.4
+    judge = digit_batch(builder, rng, BootstrapConfig(task="digit_sums", judge_fraction=1.0))
+    assert all(target in ("A", "B") for _, target in judge)
+
+
 def test_digit_sum_solutions_add_every_operand_once_in_any_order():
     rng = random.Random(0)
     for _ in range(200):
