@@ -15,6 +15,7 @@ import string
 import time
 from pathlib import Path
 
+from selftrain.bandcheck import band_check, in_band
 from selftrain.config import BandConfig, BootstrapConfig, ConfigError
 from selftrain.data import synthetic
 from selftrain.progress import track
@@ -119,74 +120,6 @@ class BootstrapError(ConfigError):
     """Pre-training did not land in the band: the recipe's bootstrap cannot give a base with headroom."""
 
 
-def in_band(check: dict, band: BandConfig) -> bool:
-    return (
-        band.hard_min <= check["hard"] <= band.hard_max
-        and check["pass_at_k"] >= band.pass_at_k_min
-        and check["easy"] >= band.easy_min
-    )
-
-
-def _generate(model, tokenizer, prompts: list[str], n: int, temperature: float, max_new: int = 64) -> list:  # noqa: ANN001
-    """n completions per prompt (greedy when temperature is 0), decoded up to the first eos."""
-    import torch
-
-    tokenizer.padding_side = "left"
-    out = []
-    step = max(1, 256 // n)
-    for i in range(0, len(prompts), step):
-        enc = tokenizer(prompts[i : i + step], add_special_tokens=False, return_tensors="pt", padding=True)
-        sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature else {}
-        with torch.no_grad():
-            gen = model.generate(
-                **enc,
-                max_new_tokens=max_new,
-                num_return_sequences=n,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                do_sample=bool(temperature),
-                **{k: v for k, v in sampling.items() if k != "do_sample"},
-            )
-        texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-        out.extend(texts[j * n : (j + 1) * n] for j in range(len(texts) // n))
-    return out
-
-
-def _final(text: str) -> str | None:
-    if "####" not in text:
-        return None
-    return text.rsplit("####", 1)[1].strip() or None
-
-
-def band_check(model, tokenizer, builder: PromptBuilder, band: BandConfig, seed: int) -> dict:  # noqa: ANN001
-    """Greedy accuracy on held-out hard (6-8 operands) and easy (4-5) check questions, and hard pass@k at
-    `band.temperature`; the check questions are disjoint from training and drawn apart from the eval sets."""
-    import torch
-
-    model.eval()
-    hard = synthetic.digit_sums("check-hard", band.hard_questions, seed)
-    easy = synthetic.digit_sums("check-easy", band.easy_questions, seed)
-
-    def greedy(problems: list) -> float:
-        outs = _generate(model, tokenizer, [builder.question(p.question) for p in problems], 1, 0.0)
-        return sum(_final(o[0]) == str(p.answer()) for o, p in zip(outs, problems, strict=True)) / len(
-            problems
-        )
-
-    result = {"hard": round(greedy(hard), 4), "easy": round(greedy(easy), 4)}
-    sampled = hard[: band.pass_questions]
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    outs = _generate(
-        model, tokenizer, [builder.question(p.question) for p in sampled], band.k, band.temperature
-    )
-    torch.random.set_rng_state(state)  # the check must not change the pre-training's random stream
-    hits = [[_final(t) == str(p.answer()) for t in o] for o, p in zip(outs, sampled, strict=True)]
-    result["pass_at_k"] = round(sum(any(h) for h in hits) / len(hits), 4)
-    result["sample_accuracy"] = round(sum(map(sum, hits)) / (len(hits) * band.k), 4)
-    return result
-
-
 def build_tiny_model(out_dir: Path, cfg: BootstrapConfig) -> None:
     """Pre-train the tiny Llama and save model + tokenizer to `out_dir` (atomically: temp dir + rename).
 
@@ -203,46 +136,51 @@ def build_tiny_model(out_dir: Path, cfg: BootstrapConfig) -> None:
         torch.set_num_threads(threads)
 
 
-def _build(out_dir: Path, cfg: BootstrapConfig) -> None:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(cfg.seed)
-    tokenizer = build_tokenizer()
-    builder = PromptBuilder(tokenizer, template="plain")
-    model_cfg = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.hidden_size * 4,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_heads,
-        max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-    )
+def build_model(tokenizer, cfg: BootstrapConfig):  # noqa: ANN001, ANN201 - transformers types
+    """A freshly initialised tiny model for `cfg` (seed torch first: the weights come from its random stream)."""
+    common = {
+        "vocab_size": len(tokenizer),
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
     if cfg.arch == "gpt2":
         from transformers import GPT2Config, GPT2LMHeadModel
 
-        model = GPT2LMHeadModel(
+        no_dropout = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+        return GPT2LMHeadModel(
             GPT2Config(
-                vocab_size=len(tokenizer),
                 n_embd=cfg.hidden_size,
                 n_layer=cfg.num_layers,
                 n_head=cfg.num_heads,
                 n_positions=512,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-                resid_pdrop=0.0,
-                embd_pdrop=0.0,
-                attn_pdrop=0.0,
+                **common,
+                **no_dropout,
             )
         )
-    else:
-        model = LlamaForCausalLM(model_cfg)
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return LlamaForCausalLM(
+        LlamaConfig(
+            hidden_size=cfg.hidden_size,
+            intermediate_size=cfg.hidden_size * 4,
+            num_hidden_layers=cfg.num_layers,
+            num_attention_heads=cfg.num_heads,
+            num_key_value_heads=cfg.num_heads,
+            max_position_embeddings=1024,
+            tie_word_embeddings=True,
+            **common,
+        )
+    )
+
+
+def _build(out_dir: Path, cfg: BootstrapConfig) -> None:
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    tokenizer = build_tokenizer()
+    builder = PromptBuilder(tokenizer, template="plain")
+    model = build_model(tokenizer, cfg)
     n_params = sum(p.numel() for p in model.parameters())
     log.info(
         "pre-training a %.2fM-parameter tiny %s for %d steps -> %s",
