@@ -23,7 +23,7 @@ import torch
 
 from selftrain.config import BootstrapConfig, load_config
 from selftrain.prompts import PromptBuilder
-from selftrain.tiny import build_model, build_tokenizer, digit_batch
+from selftrain.tiny import build_model, build_tokenizer, digit_batch, encode_batch
 
 KINDS = ("op", "fact", "copy", "final")
 
@@ -48,22 +48,14 @@ def digit_kinds(target: str) -> list[str | None]:
     return kinds
 
 
-def encode(tokenizer, rows: list[tuple[str, str]]):  # noqa: ANN001, ANN201
-    ids, labels, kinds = [], [], []
-    for prompt, target in rows:
-        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        t = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        ids.append(p + t)
-        labels.append([-100] * len(p) + t)
-        kinds.append([None] * len(p) + digit_kinds(target) + [None])
-    width = max(map(len, ids))
-    pad = tokenizer.pad_token_id
-    return (
-        torch.tensor([x + [pad] * (width - len(x)) for x in ids]),
-        torch.tensor([y + [-100] * (width - len(y)) for y in labels]),
-        torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids]),
-        [k + [None] * (width - len(k)) for k in kinds],
-    )
+def kinds_of(labels: torch.Tensor, rows: list[tuple[str, str]]) -> list[list[str | None]]:
+    """Per position of an `encode_batch` row, the kind of digit there; the target starts at its first label."""
+    out = []
+    for row_labels, (_, target) in zip(labels.tolist(), rows, strict=True):
+        start = next(i for i, y in enumerate(row_labels) if y != -100)
+        kinds = [None] * start + digit_kinds(target)
+        out.append(kinds + [None] * (len(row_labels) - len(kinds)))
+    return out
 
 
 def main() -> None:
@@ -98,13 +90,15 @@ def main() -> None:
     # constant lr after a short warm-up: the probe asks when a skill appears, not what a schedule ends at
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     probe_cfg = BootstrapConfig(**{**cfg.model_dump(), "arithmetic_fraction": 0.0, "batch_size": 128})
-    x_eval, _, m_eval, kinds_eval = encode(tokenizer, digit_batch(builder, random.Random(12345), probe_cfg))
+    eval_rows = digit_batch(builder, random.Random(12345), probe_cfg)
+    x_eval, labels_eval, m_eval = encode_batch(tokenizer, eval_rows)
+    kinds_eval = kinds_of(labels_eval, eval_rows)
     rng = random.Random(cfg.seed)
     print(f"# {cfg.model_dump()}")
     print("step  loss   " + "  ".join(f"{k:>5}" for k in KINDS) + "  seconds")
     start = time.time()
     for step in range(1, args.steps + 1):
-        x, y, m, _ = encode(tokenizer, digit_batch(builder, rng, cfg))
+        x, y, m = encode_batch(tokenizer, digit_batch(builder, rng, cfg))
         model.train()
         loss = model(input_ids=x, attention_mask=m, labels=y).loss
         loss.backward()

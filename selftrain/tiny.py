@@ -136,6 +136,24 @@ def build_tiny_model(out_dir: Path, cfg: BootstrapConfig) -> None:
         torch.set_num_threads(threads)
 
 
+def encode_batch(tokenizer, batch: list[tuple[str, str]]):  # noqa: ANN001, ANN201 - transformers/torch types
+    """(prompt, target) rows -> right-padded input ids, labels (loss on the target and eos only), mask."""
+    import torch
+
+    ids, labels = [], []
+    for prompt, target in batch:
+        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        t = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        ids.append(p + t)
+        labels.append([-100] * len(p) + t)
+    width = max(len(x) for x in ids)
+    return (
+        torch.tensor([x + [tokenizer.pad_token_id] * (width - len(x)) for x in ids]),
+        torch.tensor([y + [-100] * (width - len(y)) for y in labels]),
+        torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids]),
+    )
+
+
 def build_model(tokenizer, cfg: BootstrapConfig):  # noqa: ANN001, ANN201 - transformers types
     """A freshly initialised tiny model for `cfg` (seed torch first: the weights come from its random stream)."""
     common = {
@@ -207,16 +225,7 @@ def _build(out_dir: Path, cfg: BootstrapConfig) -> None:
         else:  # whole batches of one kind: judge prompts are ~5x longer, mixed in they pad every solve row
             make = _judge_example if rng.random() < cfg.judge_fraction else _solve_example
             batch = [make(builder, rng) for _ in range(cfg.batch_size)]
-        ids, labels = [], []
-        for prompt, target in batch:
-            p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            t = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-            ids.append(p + t)
-            labels.append([-100] * len(p) + t)  # loss on the answer only
-        width = max(len(x) for x in ids)
-        input_ids = torch.tensor([x + [tokenizer.pad_token_id] * (width - len(x)) for x in ids])
-        label_t = torch.tensor([y + [-100] * (width - len(y)) for y in labels])
-        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
+        input_ids, label_t, mask = encode_batch(tokenizer, batch)
         loss = model(input_ids=input_ids, attention_mask=mask, labels=label_t).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
