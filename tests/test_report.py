@@ -126,7 +126,7 @@ def _questions(n: int) -> list[dict]:
     return q
 
 
-def _fake_run(root: Path) -> Path:
+def _fake_run(root: Path, chosen_only: bool = False) -> Path:
     store = RunStore(root / "runs" / "fake")
     store.run_dir.mkdir(parents=True)
     store.config_path.write_text(
@@ -173,6 +173,8 @@ def _fake_run(root: Path) -> Path:
         }
         for i, q in enumerate(questions[:4])
     ]
+    if chosen_only:  # SFT data (pairs.builder chosen_only): no rejected side
+        pairs = [{**p, "rejected": None, "rejected_score": None} for p in pairs]
     metrics = {
         "base": {
             "synthetic_arithmetic": {
@@ -245,6 +247,16 @@ def test_report_of_a_half_finished_store(tmp_path):
     for number in ("0.45", "0.55", "best-of-4"):  # accuracy table: greedy and best-of-K
         assert number in html
     assert "AUROC within question" in html and "questions without a pair" in html
+
+
+def test_report_of_chosen_only_pairs(tmp_path):
+    """SFT data has no rejected side: the report shows the chosen scores instead of a gap (it crashed on None)."""
+    from selftrain.report import build_report
+
+    report = build_report(_fake_run(tmp_path, chosen_only=True), tmp_path / "out")
+    html = report.html.read_text()
+    assert "pairs.png" in {p.name for p in report.figures}
+    assert "questions without a pair" in html and "a longer wrong work" not in html
 
 
 def test_iteration_summary_markdown(tmp_path):

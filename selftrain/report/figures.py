@@ -199,8 +199,14 @@ def pairs(run: RunData) -> Figure | None:
     if not its:
         return None
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    # chosen-only builders (SFT data) have no rejected side: their panel shows the chosen score instead
+    one_sided = all(p["rejected_score"] is None for it in its for p in it.pairs)
     for k, it in enumerate(its):
-        gaps = [p["chosen_score"] - p["rejected_score"] for p in it.pairs]
+        gaps = [
+            p["chosen_score"] if one_sided else p["chosen_score"] - p["rejected_score"]
+            for p in it.pairs
+            if one_sided or p["rejected_score"] is not None
+        ]
         ax.hist(
             gaps,
             bins=20,
@@ -209,14 +215,17 @@ def pairs(run: RunData) -> Figure | None:
             color=_iter_color(k, len(its)),
             label=f"iter {it.iteration} ({len(gaps)} pairs)",
         )
-    ax.set_xlabel("chosen score - rejected score")
+    ax.set_xlabel("chosen score" if one_sided else "chosen score - rejected score")
     ax.set_ylabel("pairs")
-    ax.set_title("score gap")
+    ax.set_title("chosen score" if one_sided else "score gap")
     _style(ax)
     ax.legend(fontsize=8)
     data, positions, colors = [], [], []
     for k, it in enumerate(its):
-        data += [[len(p["chosen"]) for p in it.pairs], [len(p["rejected"]) for p in it.pairs]]
+        data += [
+            [len(p["chosen"]) for p in it.pairs],
+            [len(p["rejected"]) for p in it.pairs if p["rejected"]],
+        ]
         positions += [3 * k, 3 * k + 1]
         colors += [RIGHT, WRONG]
     box = ax2.boxplot(data, positions=positions, widths=0.8, patch_artist=True, showfliers=False)

@@ -54,7 +54,8 @@ def pairs_row(it: IterationData) -> Row | None:
         return None
     n_questions = it.stage("pairs").stats.get("questions") or (len(it.questions) if it.questions else 0)
     with_pair = len({p["question_id"] for p in it.pairs})
-    gaps = [p["chosen_score"] - p["rejected_score"] for p in it.pairs]
+    two_sided = [p for p in it.pairs if p["rejected_score"] is not None]  # chosen-only builders have none
+    gaps = [p["chosen_score"] - p["rejected_score"] for p in two_sided]
     return {
         "iteration": it.iteration,
         "pairs": len(it.pairs),
@@ -63,9 +64,11 @@ def pairs_row(it: IterationData) -> Row | None:
         if n_questions
         else "-",
         "median score gap": _r(statistics.median(gaps)) if gaps else None,
-        "mean chosen length": _r(statistics.fmean(len(p["chosen"]) for p in it.pairs), 1) if gaps else None,
-        "mean rejected length": _r(statistics.fmean(len(p["rejected"]) for p in it.pairs), 1)
-        if gaps
+        "mean chosen length": _r(statistics.fmean(len(p["chosen"]) for p in it.pairs), 1)
+        if it.pairs
+        else None,
+        "mean rejected length": _r(statistics.fmean(len(p["rejected"]) for p in two_sided), 1)
+        if two_sided
         else None,
     }
 
@@ -158,6 +161,9 @@ def example_rows(run: RunData, per_iteration: int = 3, limit: int = 300) -> list
                 "question": truncate(q.get("question", p["question_id"]), limit),
             }
             for side in ("chosen", "rejected"):
+                if p[side] is None:  # chosen-only builders (SFT data)
+                    row[side], row[f"{side} score"] = "-", "-"
+                    continue
                 verdict = ""
                 if q.get("reference") is not None and q.get("task"):
                     _, ok = grade(q["task"], p[side], q["reference"], q.get("choices"))
