@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec || true
 	touch $(STAMP)
 
-demo: $(STAMP)  ## the tiny CPU recipe end to end: builds the tiny model if absent, runs 2 iterations
-	$(BIN)/selftrain run configs/tiny-cpu.yaml
+demo: $(STAMP)  ## the digit-sums toy end to end: pre-trains the tiny model if absent, 3 label-free SC + SFT iterations
+	$(BIN)/selftrain run configs/tiny-digits.yaml
 
 test: $(STAMP) lint  ## the whole CPU suite (CI runs exactly this)
 	$(TEST_ENV) $(BIN)/python -m pytest -m "not gpu" -q
@@ -38,4 +38,4 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 clean-demo:  ## remove the demo run (the tiny model stays cached)
-	rm -rf artifacts/runs/tiny-cpu
+	rm -rf artifacts/runs/tiny-digits

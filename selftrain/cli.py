@@ -17,7 +17,7 @@ from selftrain.spec import STAGES
 
 log = logging.getLogger("selftrain")
 
-DEFAULT_RECIPE = "configs/tiny-cpu.yaml"
+DEFAULT_RECIPE = "configs/tiny-digits.yaml"
 
 
 # Where command results go: the real stdout, kept aside while library code runs with sys.stdout pointed at

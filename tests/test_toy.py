@@ -35,6 +35,37 @@ def test_digit_batch_mixes_arithmetic_rows_at_the_configured_share():
     assert all(target in ("A", "B") for _, target in judge)
 
 
+def test_packed_batch_gives_the_padded_batch_loss_and_gradients():
+    """Packing is a speed-up only: the same rows, the same mean loss over target tokens, the same gradients."""
+    import torch
+
+    from selftrain.prompts import PromptBuilder
+    from selftrain.tiny import build_model, build_tokenizer, digit_batch, encode_batch, pack_batch
+
+    tokenizer = build_tokenizer()
+    builder = PromptBuilder(tokenizer, template="plain")
+    cfg = BootstrapConfig(task="digit_sums", judge_fraction=0.0, arithmetic_fraction=0.3, hidden_size=32)
+    torch.manual_seed(0)
+    model = build_model(tokenizer, cfg)
+    batch = digit_batch(builder, random.Random(0), cfg)
+    ids, labels, mask = encode_batch(tokenizer, batch)
+    packed = pack_batch(tokenizer, batch, 128)
+    assert packed["input_ids"].shape[0] < len(batch) // 2  # 64 rows of ~40 tokens fit in far fewer sequences
+    assert (packed["labels"] != -100).sum() == (labels != -100).sum()
+
+    def loss_and_grads(**kwargs) -> tuple[float, list]:
+        model.zero_grad()
+        loss = model(**kwargs).loss
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in model.parameters()]
+
+    padded_loss, padded_grads = loss_and_grads(input_ids=ids, attention_mask=mask, labels=labels)
+    packed_loss, packed_grads = loss_and_grads(**packed)
+    assert packed_loss == pytest.approx(padded_loss, rel=1e-5)
+    for a, b in zip(padded_grads, packed_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6)
+
+
 def test_digit_sum_solutions_add_every_operand_once_in_any_order():
     rng = random.Random(0)
     for _ in range(200):

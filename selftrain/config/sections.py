@@ -82,6 +82,13 @@ class BootstrapConfig(Section):
         "llama",
         description="llama (RoPE) or gpt2 (learned absolute positions; LoRA target_modules c_attn, c_proj, c_fc).",
     )
+    pack_width: int = Field(
+        0,
+        ge=0,
+        description="Pack a step's rows into sequences of this many tokens (a block-diagonal causal mask, "
+        "positions restarting per row: the same loss as padding them) instead of padding each row to the "
+        "longest; 0 = pad. Digit sums: 45% of a padded batch was padding, and 128 made a step ~1.7x faster.",
+    )
     check_every: int = Field(50, ge=1, description="digit_sums: steps between held-out band checks.")
     min_steps: int = Field(300, ge=0, description="digit_sums: no band check before this step.")
     band: BandConfig | None = Field(
