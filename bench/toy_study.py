@@ -81,7 +81,7 @@ def chosen_precision(store, iteration: int) -> float | None:  # noqa: ANN001
 def cell_result(store) -> dict:  # noqa: ANN001
     from selftrain.runner import accuracy_table
 
-    acc = {(it, m, src): a for it, m, src, a, _ in accuracy_table(store)}
+    acc = {(it, m, src): a for it, m, src, a, *_ in accuracy_table(store)}
     out: dict = {"iterations": []}
     for it in store.iterations_on_disk():
         score = store.manifest(it, "score")

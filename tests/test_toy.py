@@ -252,3 +252,21 @@ def test_cached_model_from_before_the_new_bootstrap_fields_is_still_accepted(tmp
     _check_built_with(tmp_path, BootstrapConfig(steps=800))
     with pytest.raises(ConfigError, match="task digit_sums vs arithmetic"):
         _check_built_with(tmp_path, BootstrapConfig(steps=800, task="digit_sums"))
+
+
+def test_study_reads_a_finished_run(tmp_path):
+    """bench/toy_study.py's cell summary reads the run's tables (it broke once when accuracy_table grew columns)."""
+    import sys
+
+    from selftrain.store import RunStore
+
+    from .test_report import _fake_run
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import toy_study
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    result = toy_study.cell_result(RunStore(_fake_run(tmp_path)))
+    first = result["iterations"][0]
+    assert first["iteration"] == 0 and first["rows"] == 4 and first["chosen_correct"] == 1.0
