@@ -55,7 +55,7 @@ def _orchestrate(args: argparse.Namespace, store_root: str):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from selftrain.config import load_config
-    from selftrain.console import accuracy_lines, by_iteration_lines
+    from selftrain.console import accuracy_lines, by_iteration_lines, method_report_lines
     from selftrain.runner import accuracy_table, run
 
     overrides = list(args.set or [])
@@ -65,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = run(cfg, rebuild_stale=args.rebuild_stale, iteration_fn=_orchestrate(args, cfg.store.root))
     _out(f"run folder: {store.run_dir}")
     table = accuracy_table(store)
-    for line in [*accuracy_lines(table), *by_iteration_lines(table)]:
+    for line in [*accuracy_lines(table), *by_iteration_lines(table), *method_report_lines(store)]:
         _out(line)
     _out(f"report: {_write_report(store.run_dir)}")
     return 0
@@ -97,7 +97,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from selftrain.config import load_config
-    from selftrain.console import accuracy_lines, status_json
+    from selftrain.console import accuracy_lines, method_report_lines, status_json
     from selftrain.plan import method_stages, stage_state
     from selftrain.store import RunStore, StoreError
 
@@ -129,7 +129,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     from selftrain.runner import accuracy_table
 
-    for line in accuracy_lines(accuracy_table(store)):
+    for line in [*accuracy_lines(accuracy_table(store)), *method_report_lines(store)]:
         _out(line)
     return 0
 

@@ -47,6 +47,22 @@ def by_iteration_lines(rows: list) -> list[str]:
     return out
 
 
+def method_report_lines(store: RunStore) -> list[str]:
+    """The run's method's own report (Method.report), from its stages' manifests; none for most methods."""
+    import importlib
+
+    import yaml
+
+    from selftrain.methods import method_of
+
+    config = yaml.safe_load(store.config_path.read_text()) if store.config_path.exists() else None
+    target = method_of(config if isinstance(config, dict) else {}).report
+    if not target:
+        return []
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)(store)
+
+
 def status_json(cfg: Config, store: RunStore, iterations: list[int]) -> dict:
     """`status --json`: the run state (stage statuses, with reasons) and the evaluation rows."""
     state = []

@@ -25,6 +25,9 @@ class Method:
     # dotted config keys -> values, applied where the recipe (or --set) leaves the key unset
     defaults: dict[str, Any] = field(default_factory=dict)
     doc: str = ""
+    # "module:function" taking the RunStore and returning the method's own report lines, printed by `selftrain
+    # run` and `status` under the accuracy table (a dotted name: this module imports no stage code)
+    report: str = ""
 
     def check(self) -> None:
         """Raise ValueError unless the stages form a DAG in this order, closed under their inputs."""
@@ -84,6 +87,20 @@ register(
         doc="STaSC, self-taught self-correction (arXiv 2503.08681): initial answers, corrections, the "
         "corrections that a gold-based reward says improved, SFT on question -> initial -> correction. Uses "
         "the gold answers to build training data, as the paper does.",
+    )
+)
+register(
+    Method(
+        name="gsi",
+        stages=("questions", "guided_sample", "rationales", "rationale_sft", "evaluate"),
+        policy="rationale_sft",
+        # the paper: STaR-style, a fresh adapter on the base model each iteration on every rationale so far
+        defaults={"sft.train_from": "base"},
+        doc="GSI, guided self-improvement (arXiv 2411.00750): sample, keep the samples right by the gold "
+        "answer, resample the questions with fewer than gsi.min_correct right with guidance (answer, "
+        "rationale, state reset, teacher), SFT from the base model on every kept rationale so far. Uses the "
+        "gold answers to build training data, as the paper does.",
+        report="selftrain.gsi:report_lines",
     )
 )
 

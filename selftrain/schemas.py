@@ -120,3 +120,36 @@ CORRECTION_EVAL = pa.schema(
         ("correct", pa.bool_()),
     ]
 )
+
+# GSI (guided self-improvement). One row per sample: round 0 plain, rounds 1.. guided (the question's tail).
+GUIDED_SAMPLES = pa.schema(
+    [
+        ("question_id", pa.string()),
+        ("round", pa.int32()),  # 0: plain sampling; k >= 1: the k-th guided resampling round
+        ("guidance", pa.string()),  # none | answer | rationale | state_reset | teacher
+        ("sample_index", pa.int32()),
+        ("prompt", pa.string()),  # what the model saw: hint and prefilled prefix included
+        ("train_prompt", pa.string()),  # the plain question prompt a kept rationale is trained on
+        ("hint", pa.string()),  # the teacher's hint; nullable
+        ("prefix", pa.string()),  # the prefilled gold part (state reset); "" otherwise
+        ("completion", pa.string()),  # prefix + what the model wrote: the rationale kept if right
+        ("num_tokens", pa.int32()),  # tokens the model wrote
+        ("response_tokens", pa.int32()),  # tokens of the whole rationale (prefix included)
+        ("finish_reason", pa.string()),
+        ("answer", pa.string()),  # extracted, nullable
+        ("correct", pa.bool_()),  # against the gold answer
+    ]
+)
+
+# GSI's kept rationales, every iteration's so far (the SFT data of the `rationale_sft` stage): prompt -> chosen.
+RATIONALES = pa.schema(
+    [
+        ("question_id", pa.string()),
+        ("iteration", pa.int32()),  # the iteration whose sampling kept it
+        ("round", pa.int32()),
+        ("guidance", pa.string()),
+        ("prompt", pa.string()),  # the plain question prompt: hints are never trained on
+        ("chosen", pa.string()),
+        ("response_tokens", pa.int32()),
+    ]
+)

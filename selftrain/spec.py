@@ -82,8 +82,8 @@ def model_keys(*own: str) -> tuple[str, ...]:
 def trainer(
     name: str, data: str, continues: Callable[[Config], bool], doc: str, own: tuple[str, ...] = ()
 ) -> StageSpec:
-    """A stage that trains the policy's LoRA adapter on the stage `data`'s rows, continuing the policy of
-    iteration i-1 where `continues` holds (else a fresh adapter on the base model)."""
+    """A stage that trains the policy's LoRA adapter on the stage `data`'s rows (its first input), continuing
+    the policy of iteration i-1 where `continues` holds (else a fresh adapter on the base model)."""
     return StageSpec(
         name=name,
         schema=None,
@@ -93,6 +93,12 @@ def trainer(
         ignore=TRAINER_PLUMBING,
         doc=doc,
     )
+
+
+def sft_trainer(name: str, data: str, doc: str) -> StageSpec:
+    """An SFT stage (selftrain.stages.sft's trainer) on `data`'s (prompt, chosen) rows; sft.train_from picks a
+    fresh adapter on the base model or the policy of iteration i-1 continued."""
+    return trainer(name, data, own=("sft",), continues=lambda cfg: cfg.sft.train_from == "previous", doc=doc)
 
 
 KINDS: dict[str, StageSpec] = {
@@ -188,13 +194,7 @@ KINDS: dict[str, StageSpec] = {
             inputs=(Input("questions"), Input("correct")),
             doc="the corrections that improved by the gold-based reward, as SFT examples",
         ),
-        trainer(
-            "sft",
-            "filter",
-            own=("sft",),
-            continues=lambda cfg: cfg.sft.train_from == "previous",
-            doc="a LoRA adapter fine-tuned (SFT) on the kept examples",
-        ),
+        sft_trainer("sft", "filter", "a LoRA adapter fine-tuned (SFT) on the kept examples"),
         StageSpec(
             name="evaluate_correction",
             schema=schemas.CORRECTION_EVAL,
@@ -202,6 +202,29 @@ KINDS: dict[str, StageSpec] = {
             inputs=(Input(POLICY),),
             runs=Runs.ENGINE,
             doc="accuracy of the initial and the corrected answer, and the correction rates, on data.eval",
+        ),
+        # GSI (guided self-improvement): guided_sample -> rationales -> rationale_sft -> evaluate
+        StageSpec(
+            name="guided_sample",
+            schema=schemas.GUIDED_SAMPLES,
+            keys=model_keys("gsi"),
+            inputs=(Input("questions"), PREVIOUS_POLICY),
+            runs=Runs.ENGINE,
+            doc="gsi.sampling.n samples per question from the current policy, graded against the gold answer; "
+            "the questions with fewer than gsi.min_correct right resampled with guidance",
+        ),
+        # gold-graded keep, no model: cumulative over the iterations (STaR trains on all kept so far)
+        StageSpec(
+            name="rationales",
+            schema=schemas.RATIONALES,
+            keys=("gsi.sampling.n", "data.shard_size"),  # n: the report's pass rates; shard_size: the shards
+            inputs=(Input("questions"), Input("guided_sample"), Input("rationales", previous=True)),
+            doc="every right rationale so far (this iteration's added), and the iteration's tail report",
+        ),
+        sft_trainer(
+            "rationale_sft",
+            "rationales",
+            "a LoRA adapter fine-tuned (SFT) on every kept rationale so far (GSI: from the base model)",
         ),
     )
 }

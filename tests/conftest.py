@@ -115,6 +115,17 @@ def tiny_recipe(root: Path, model: Path, **sections) -> dict:
     return recipe
 
 
+def paper_on_cpu(tmp_path: Path, model: Path) -> dict:
+    """The `--set` overrides that run a paper recipe for one iteration on CPU: the tiny model, this store."""
+    return {
+        "run.name": "paper",
+        "run.iterations": 1,
+        "model.path": str(model),
+        "model.dtype": "float32",
+        "store.root": str(tmp_path),
+    }
+
+
 def write_recipe(path: Path, recipe: dict) -> Path:
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
@@ -192,6 +203,20 @@ def status_rows(run_dir: Path) -> dict[str, list[str]]:
     states = {"done", "damaged", "stale", "partial", "failed", "missing", "blocked"}
     rows = [ln.split() for ln in out.splitlines() if ln[:9].strip().isdigit()]
     return {cells[0]: cells[1:7] for cells in rows if set(cells[1:7]) <= states}
+
+
+def killed_then_resumed_at(recipe: Path, run_dir: Path, kill_at: str, trainer_stage: str) -> None:
+    """killed_then_resumed at a shard of a table stage (`stage:shard:i`) or at step 2 of the run's trainer
+    stage (`train:step:2`, which kills any trainer stage), then the trainer resumed from its checkpoint."""
+    import json
+
+    from selftrain.store import MANIFEST
+
+    stage = trainer_stage if kill_at.startswith("train") else kill_at.split(":")[0]
+    stage_dir, _ = killed_then_resumed(recipe, run_dir, kill_at, stage)
+    if stage == trainer_stage:
+        stats = json.loads((stage_dir / MANIFEST).read_text())["stats"]
+        assert stats["resumed_from"] == "checkpoint-2" and stats["steps"] == 4
 
 
 def killed_then_resumed(recipe: Path, run_dir: Path, kill_at: str, stage: str) -> tuple[Path, list[str]]:

@@ -18,7 +18,7 @@ from selftrain.config import load_config
 from selftrain.prompts import PromptBuilder
 from selftrain.store import RunStore, read_stage
 
-from .conftest import ROOT, cli
+from .conftest import ROOT, cli, paper_on_cpu
 
 pytestmark = pytest.mark.slow
 
@@ -61,11 +61,7 @@ def test_paper_recipe_one_iteration_on_cpu(tmp_path, tiny_model, shared_data):
     diamond = [main[0], "A diamond-only question?"]  # diamond is a subset of main: main[0] must not train
     math = str(shared_data / "math500" / "test.jsonl")
     overrides = {
-        "run.name": "paper",
-        "run.iterations": 1,
-        "model.path": str(tiny_model),
-        "model.dtype": "float32",
-        "store.root": str(tmp_path),
+        **paper_on_cpu(tmp_path, tiny_model),
         # data: local copies instead of the hub, same sources and order as the recipe
         "data.train.0.path": str(shared_data / "gsm8k" / "train.jsonl"),
         "data.train.1.path": _arc(tmp_path / "arc-train.jsonl", 20, "train"),

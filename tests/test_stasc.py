@@ -3,15 +3,14 @@ as the CORE-PO chain is tested (test_e2e_recovery.py). Marked slow (seconds per 
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from selftrain.store import MANIFEST, RunStore, read_stage, sha256_file
+from selftrain.store import RunStore, read_stage, sha256_file
 
-from .conftest import ROOT, cli, killed_then_resumed, tiny_recipe, write_recipe
+from .conftest import ROOT, cli, killed_then_resumed_at, tiny_recipe, write_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -76,11 +75,7 @@ def test_stasc_sigkill_then_resume_equals_uninterrupted(kill_at, stasc_run, tmp_
     root = tmp_path / "killed"
     recipe = write_recipe(tmp_path / "r.yaml", stasc_recipe(root, tiny_model))
     run_dir = root / "runs" / "s"
-    stage = "sft" if kill_at.startswith("train") else kill_at.split(":")[0]
-    stage_dir, _ = killed_then_resumed(recipe, run_dir, kill_at, stage)
-    if stage == "sft":
-        stats = json.loads((stage_dir / MANIFEST).read_text())["stats"]
-        assert stats["resumed_from"] == "checkpoint-2" and stats["steps"] == 4
+    killed_then_resumed_at(recipe, run_dir, kill_at, "sft")
     for it in (0, 1):
         assert tables(run_dir, it) == tables(stasc_run, it)
 

@@ -2,6 +2,7 @@
 loaded from defaults, a YAML recipe and `--set` overrides (load)."""
 
 from selftrain.config.base import ConfigError, Section
+from selftrain.config.gsi import GsiConfig, TeacherConfig
 from selftrain.config.load import check_names, dump_config, flatten, load_config, parse_override
 from selftrain.config.recipe import Config
 from selftrain.config.sections import (
@@ -33,6 +34,7 @@ __all__ = [
     "DataConfig",
     "EngineConfig",
     "EvaluationConfig",
+    "GsiConfig",
     "JudgeConfig",
     "LoraConfig",
     "ModelConfig",
@@ -45,6 +47,7 @@ __all__ = [
     "SourceConfig",
     "StascConfig",
     "StoreConfig",
+    "TeacherConfig",
     "TrainingConfig",
     "check_names",
     "dump_config",

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+import selftrain.config.gsi as gs
 import selftrain.config.sections as sec
 import selftrain.config.stasc as st
 import selftrain.config.training as tr
@@ -18,7 +19,7 @@ from selftrain.config.base import Section
 class Config(Section):
     method: str = Field(
         "core_po",
-        description="Registered method (selftrain/methods.py): core_po (the default), sc_po; picks the stages "
+        description="Registered method (selftrain/methods.py): core_po (the default), sc_po, stasc, gsi; picks the stages "
         "each iteration runs and sets its own defaults (e.g. sc_po: judge.name self_consistency) where the "
         "recipe sets nothing.",
     )
@@ -35,6 +36,7 @@ class Config(Section):
     store: tr.StoreConfig = Field(default_factory=tr.StoreConfig)
     sft: st.SftConfig = Field(default_factory=st.SftConfig)
     stasc: st.StascConfig = Field(default_factory=st.StascConfig)
+    gsi: gs.GsiConfig = Field(default_factory=gs.GsiConfig)
 
     @model_validator(mode="after")
     def _loss_needs_pairs(self) -> Config:

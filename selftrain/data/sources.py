@@ -97,7 +97,8 @@ def _make(spec: SourceConfig, task: str, i: int, question: str, reference: Any, 
 def load_synthetic(spec: SourceConfig, seed: int) -> list[Row]:
     size = spec.limit or spec.size
     return [
-        _make(spec, "arithmetic", i, p.question, p.answer())
+        # the worked solution and operand count: GSI's gold rationale and difficulty (never read to train else)
+        _make(spec, "arithmetic", i, p.question, p.answer(), operands=3, solution=p.solution())
         for i, p in enumerate(synthetic.problems(spec.split, size, seed))
     ]
 
@@ -105,7 +106,7 @@ def load_synthetic(spec: SourceConfig, seed: int) -> list[Row]:
 def _digit_sums(spec: SourceConfig, split: str) -> list[Row]:
     size = spec.limit or spec.size
     return [
-        _make(spec, "arithmetic", i, p.question, p.answer(), operands=len(p.operands))
+        _make(spec, "arithmetic", i, p.question, p.answer(), operands=len(p.operands), solution=p.solution())
         for i, p in enumerate(synthetic.digit_sums(split, size, 0))
     ]
 
@@ -159,7 +160,14 @@ def _math(spec: SourceConfig, rows: list[Row], origin: str) -> list[Row]:
         ref = r.get("answer") or r.get("solution")
         out.append(
             _make(
-                spec, "math", i, r["problem"], ref, level=level_num, subject=r.get("subject", r.get("type"))
+                spec,
+                "math",
+                i,
+                r["problem"],
+                ref,
+                level=level_num,
+                subject=r.get("subject", r.get("type")),
+                solution=r.get("solution"),  # GSI's gold rationale (MATH-500's reference is the bare answer)
             )
         )
     if not out:
