@@ -100,7 +100,7 @@ def test_tiny_recipe_with_self_instruction(tmp_path, rubric_model):
     stats = store.manifest(0, "prompts").stats
     assert stats["candidates"] == 24 and "contamination_dropped" in stats
     written = read_stage(store.stage_dir(0, "prompts")).to_pylist()
-    dropped = sum(v for k, v in stats.items() if k.startswith("dropped_"))
+    dropped = stats["dropped"]
     assert len(written) + dropped == 24 and len(written) <= 8
     assert all(q["source"] == "self_instruct" and q["reference"] is None for q in written)
     assert all(len(json.loads(q["meta"])["shots"]) == 4 for q in written)
@@ -119,9 +119,9 @@ def test_paper_recipe_one_iteration_on_cpu(tmp_path, tiny_model, shared_data):
         "store.root": str(tmp_path),
         "data.train.0.path": str(gsm8k / "train.jsonl"),
         "data.eval.0.path": str(gsm8k / "test.jsonl"),
-        "data.eval.0.limit": 2,
-        "data.questions_per_iteration": 2,
-        "data.shard_size": 2,
+        "data.eval.0.limit": 1,
+        "data.questions_per_iteration": 1,  # the paper's rubric makes ~2,000-character prompts: one is enough
+        "data.shard_size": 1,
         "sampling.max_tokens": 8,
         "judge.max_tokens": 8,
         "evaluation.max_tokens": 8,
@@ -148,7 +148,7 @@ def test_paper_recipe_one_iteration_on_cpu(tmp_path, tiny_model, shared_data):
     assert proc.returncode == 0, proc.stderr[-3000:]
     store = RunStore(tmp_path / "runs" / "llama3.1-8b-self-rewarding")
     scores = read_stage(store.stage_dir(0, "score")).to_pylist()
-    assert len(scores) == 2 * 4 and all(len(r["judgments"]) == 3 for r in scores)
+    assert len(scores) == 4 and all(len(r["judgments"]) == 3 for r in scores)
     # the 40-step model writes no `Score: N`: every sample unscored (missing, not 0), so no pairs
     assert store.manifest(0, "score").stats["unparsable_rate"] == 1.0
     assert all(r["score"] is None for r in scores) and store.manifest(0, "pairs").rows == 0

@@ -8,7 +8,9 @@ shots' question ids, the generator and the generation's index. They have no refe
 has no gold answer, so the judge's agreement with correctness is not measured on them.
 
 One shard: the filters compare each question with those kept before it, so a partly written stage could not
-be resumed shard by shard to the same rows (the stage is short: one generation per candidate).
+be resumed shard by shard to the same rows (the stage is short: one generation per candidate). The drop
+counts come from the attempt that wrote that shard: a stage killed after its shard was written but before its
+manifest reports its rows on resume with contamination_dropped None (the generations are not kept to recount).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
             si,
             cfg.data.questions_per_iteration,
         )
+        stats["dropped"] = sum(result.dropped.values())
         stats.update({f"dropped_{k}": v for k, v in sorted(result.dropped.items())})
         rows = []
         for i in result.kept:
@@ -90,7 +93,8 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
             "questions": rows,
             "seed_pool": len(seeds),
             # generated questions equal to an evaluation question (normalised text): dropped and counted
-            "contamination_dropped": stats.get("dropped_evaluation_question", 0),
+            # (None: the shard was written by an earlier, killed attempt, whose counts were not kept)
+            "contamination_dropped": stats.get("dropped_evaluation_question", 0) if stats else None,
             "seed_contamination_dropped": sum(guard_dropped.values()),
             **stats,
         },
