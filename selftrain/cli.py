@@ -55,8 +55,8 @@ def _orchestrate(args: argparse.Namespace, store_root: str):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from selftrain.config import load_config
-    from selftrain.console import accuracy_lines, by_iteration_lines, method_report_lines
-    from selftrain.runner import accuracy_table, run
+    from selftrain.console import accuracy_lines, by_iteration_lines, judge_lines, method_report_lines
+    from selftrain.runner import accuracy_table, judge_table, run
 
     overrides = list(args.set or [])
     if args.iterations is not None:
@@ -65,7 +65,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = run(cfg, rebuild_stale=args.rebuild_stale, iteration_fn=_orchestrate(args, cfg.store.root))
     _out(f"run folder: {store.run_dir}")
     table = accuracy_table(store)
-    for line in [*accuracy_lines(table), *by_iteration_lines(table), *method_report_lines(store)]:
+    lines = [*accuracy_lines(table), *by_iteration_lines(table), *judge_lines(judge_table(store))]
+    for line in [*lines, *method_report_lines(store)]:
         _out(line)
     _out(f"report: {_write_report(store.run_dir)}")
     return 0
@@ -127,9 +128,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         _out(
             f"  (sizes checked; `selftrain verify {store.run_dir}` checks every sha256 and says what to rerun)"
         )
-    from selftrain.runner import accuracy_table
+    from selftrain.console import judge_lines
+    from selftrain.runner import accuracy_table, judge_table
 
-    for line in [*accuracy_lines(accuracy_table(store)), *method_report_lines(store)]:
+    lines = [*accuracy_lines(accuracy_table(store)), *judge_lines(judge_table(store))]
+    for line in [*lines, *method_report_lines(store)]:
         _out(line)
     return 0
 

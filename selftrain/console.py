@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from selftrain.config import Config
 from selftrain.plan import method_stages, stage_state
-from selftrain.runner import accuracy_table
+from selftrain.runner import accuracy_table, judge_table
 from selftrain.store import RunStore
 
 
@@ -20,6 +20,27 @@ def accuracy_lines(rows: list) -> list[str]:
     for it, model, src, accuracy, n, _, best_acc in rows:
         best = f"  {'-' if best_acc is None else f'{best_acc:.3f}':>9}" if k else ""
         out.append(f"{it:>9}  {model:<6}  {src:<22} {accuracy:>8.3f}{best}  {n:>5}")
+    return out
+
+
+def judge_lines(rows: list) -> list[str]:
+    """runner.judge_table's rows: the judge's quality per iteration (on the training questions' samples, graded
+    against their references where they have them; diagnostic only, nothing trains on it)."""
+    if not rows:
+        return []
+
+    def cell(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    out = [
+        "",
+        f"{'iteration':>9}  {'judge agreement':>15}  {'ties':>6}  {'AUROC within':>12}  {'unparsable':>10}",
+    ]
+    for it, st in rows:
+        out.append(
+            f"{it:>9}  {cell(st['judge_pair_agreement']):>15}  {cell(st['judge_pair_ties']):>6}  "
+            f"{cell(st['judge_auroc_within']):>12}  {cell(st['unparsable_rate']):>10}"
+        )
     return out
 
 
@@ -78,6 +99,7 @@ def status_json(cfg: Config, store: RunStore, iterations: list[int]) -> dict:
         "seed": cfg.run.seed,
         "state": state,
         "eval": [eval_row(row) for row in accuracy_table(store)],
+        "judge": [{"iteration": it, **st} for it, st in judge_table(store)],
     }
 
 

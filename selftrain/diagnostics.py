@@ -60,7 +60,11 @@ def judge_diagnostics(questions: list[dict], scored: list[dict]) -> dict:
         scores.append(row["score"])
         oks.append(ok)
     within = within_question_auroc(by_question.values())
+    agreement, ties, pairs = pair_agreement(by_question.values())
     return {
+        "judge_pair_agreement": None if agreement is None else round(agreement, 6),
+        "judge_pair_ties": None if ties is None else round(ties, 6),
+        "judge_pairs": pairs,
         "graded": len(labels),
         "sample_accuracy": round(sum(labels) / len(labels), 6),
         "judge_auroc": None if value is None else round(value, 6),
@@ -74,3 +78,37 @@ def within_question_auroc(groups) -> float | None:  # noqa: ANN001 - iterable of
     question's right answers from its wrong ones (TOY-STUDIES.md: pooled 0.70-0.80 where this was ~0.5)."""
     values = [v for scores, labels in groups if (v := auroc(scores, labels)) is not None]
     return sum(values) / len(values) if values else None
+
+
+def pair_agreement(groups) -> tuple[float | None, float | None, int]:  # noqa: ANN001 - iterable of (scores, labels)
+    """The Self-Rewarding paper's judge check on samples with references: over every (right, wrong) pair of
+    samples of one question, the share where the right one scored higher, counted over the pairs whose
+    scores differ; and the share of pairs the judge tied (it cannot order them). (None, None, 0) without
+    such pairs."""
+    agree = differ = total = 0
+    for scores, labels in groups:
+        right = [s for s, ok in zip(scores, labels, strict=True) if ok]
+        wrong = [s for s, ok in zip(scores, labels, strict=True) if not ok]
+        for r in right:
+            for w in wrong:
+                total += 1
+                if r != w:
+                    differ += 1
+                    agree += r > w
+    if not total:
+        return None, None, 0
+    return (agree / differ if differ else None), (total - differ) / total, total
+
+
+def judgment_stats(scored: list[dict]) -> dict:
+    """Written-judgment judges (llm_as_judge): how many judgments were read and the share without a parsable
+    score, and how many samples got no score at all. {} for judges that write no judgments."""
+    points = [p for row in scored for p in (row.get("judgment_scores") or [])]
+    if not points:
+        return {}
+    missing = sum(p is None for p in points)
+    return {
+        "judgments": len(points),
+        "unparsable_rate": round(missing / len(points), 6),
+        "unscored_samples": sum(row["score"] is None for row in scored),
+    }

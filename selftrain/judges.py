@@ -1,10 +1,12 @@
 """Confidence judges: turn a question's samples into scores. Registered by name (`judge.name`).
 
 core_po (CORE-PO): the model's own P(True) on each sample's reasoning (shown after up to k reasonings drawn
-from all of the question's parsed samples, itself included) and on its answer, each from one forward pass reading P(A) and P(B) of the next token;
-score = reasoning confidence x answer confidence. self_consistency (SC-PO): score = the share of the
-question's samples that reached the same answer. For studies: oracle (uses the references: 1 if correct) and
-random (control: a seeded uniform score).
+from all of the question's parsed samples, itself included) and on its answer, each from one forward pass
+reading P(A) and P(B) of the next token; score = reasoning confidence x answer confidence. llm_as_judge
+(Self-Rewarding): the mean of the points the model itself writes with the paper's rubric over judge.samples
+judgments (selftrain.rubric). self_consistency (SC-PO): score = the share of the question's samples that
+reached the same answer. For studies: oracle (uses the references: 1 if correct) and random (control: a
+seeded uniform score).
 """
 
 from __future__ import annotations
@@ -95,6 +97,44 @@ def core_po(
     return rows
 
 
+@JUDGES.register("llm_as_judge")
+def llm_as_judge(
+    cfg: JudgeConfig,
+    questions: list[Row],
+    samples: dict[str, list[Row]],
+    engine: Engine,
+    builder: PromptBuilder,
+    seed: int,
+) -> list[Row]:
+    """Self-Rewarding (arXiv 2401.10020): the model reads the paper's additive 5-point rubric with the question
+    and one response and writes a judgment ending in `Score: N`; `cfg.samples` judgments per response are
+    sampled and the parsed ones averaged. A response none of whose judgments parse has no score (None: the
+    pairs skip it), never 0. Every judgment's text and points are kept. A question's candidates are adjacent
+    prompts sharing the rubric and the question, so vLLM's prefix cache serves them together."""
+    from selftrain.engines.base import SamplingSpec
+    from selftrain.rubric import parse_score, render
+
+    rows: list[Row] = []
+    prompts: list[str] = []
+    for q in questions:
+        group = samples.get(q["question_id"], [])
+        qtext = choice_question(q["question"], q["choices"]) if q.get("choices") else q["question"]
+        cons = consistency(group)
+        for s, c in zip(group, cons, strict=True):
+            rows.append(_score_row(q, s, c, None))
+            prompts.append(builder.user_turn(render(cfg.rubric, qtext, s["completion"].strip())))
+    if not prompts:
+        return rows
+    spec = SamplingSpec(cfg.samples, cfg.temperature, cfg.top_p, cfg.max_tokens, seed)
+    for row, comps in zip(rows, engine.generate(prompts, spec), strict=True):
+        points = [parse_score(c.text) for c in comps]
+        parsed = [p for p in points if p is not None]
+        row["judgments"] = [c.text for c in comps]
+        row["judgment_scores"] = points
+        row["score"] = sum(parsed) / len(parsed) if parsed else None
+    return rows
+
+
 @JUDGES.register("self_consistency")
 def self_consistency(
     cfg: JudgeConfig,
@@ -115,18 +155,21 @@ def _plain_rows(questions: list[Row], samples: dict[str, list[Row]], score_fn: C
         group = samples.get(q["question_id"], [])
         for s, c in zip(group, consistency(group), strict=True):
             ok = s["finish_reason"] == "stop" and s["answer"] is not None
-            rows.append(
-                {
-                    "question_id": q["question_id"],
-                    "sample_index": s["sample_index"],
-                    "answer": s["answer"],
-                    "answer_confidence": None,
-                    "reasoning_confidence": None,
-                    "consistency": c,
-                    "score": (c if score_fn is None else score_fn(q, s)) if ok else 0.0,
-                }
-            )
+            rows.append(_score_row(q, s, c, (c if score_fn is None else score_fn(q, s)) if ok else 0.0))
     return rows
+
+
+def _score_row(q: Row, s: Row, consistency: float, score: float | None) -> Row:
+    """A scores row of a judge that reads no P(True) (no answer or reasoning confidence)."""
+    return {
+        "question_id": q["question_id"],
+        "sample_index": s["sample_index"],
+        "answer": s["answer"],
+        "answer_confidence": None,
+        "reasoning_confidence": None,
+        "consistency": consistency,
+        "score": score,
+    }
 
 
 @JUDGES.register("oracle")

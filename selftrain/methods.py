@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from selftrain.registry import Registry
-from selftrain.spec import POLICY, kind
+from selftrain.spec import POLICY, QUESTIONS, kind
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class Method:
     stages: tuple[str, ...]  # stage kinds, each after the stages of the same iteration it reads
     policy: str  # the stage whose adapter samples the next iteration and is evaluated
     evaluation: str = "evaluate"  # the stage whose manifest holds the accuracy metrics
+    questions: str = "questions"  # the stage whose rows are the iteration's questions (spec.QUESTIONS)
     # dotted config keys -> values, applied where the recipe (or --set) leaves the key unset
     defaults: dict[str, Any] = field(default_factory=dict)
     doc: str = ""
@@ -31,12 +32,16 @@ class Method:
 
     def check(self) -> None:
         """Raise ValueError unless the stages form a DAG in this order, closed under their inputs."""
-        for role, stage in (("policy", self.policy), ("evaluation", self.evaluation)):
+        for role, stage in (
+            ("policy", self.policy),
+            ("evaluation", self.evaluation),
+            ("questions", self.questions),
+        ):
             if stage not in self.stages:
                 raise ValueError(f"method {self.name}: its {role} stage {stage} is not one of its stages")
         for i, stage in enumerate(self.stages):
             for needed in kind(stage).inputs:
-                name = self.policy if needed.stage == POLICY else needed.stage
+                name = {POLICY: self.policy, QUESTIONS: self.questions}.get(needed.stage, needed.stage)
                 if name not in self.stages:
                     raise ValueError(
                         f"method {self.name}: {stage} reads {name}, which is not one of its stages"
@@ -75,6 +80,39 @@ preference_method(
     "majority_vs_minority",
     "SC-PO, the self-consistency baseline: score = the share of samples with the same answer, "
     "majority-vs-minority pairs, DPO.",
+)
+register(
+    Method(
+        name="self_rewarding",
+        stages=PREFERENCE_STAGES,
+        policy="train",
+        # the paper: N=4 candidates at T 0.7 / top-p 0.9, 3 rubric judgments each averaged, the highest- vs
+        # the lowest-scored candidate (ties dropped), DPO with beta 0.1, each iteration from the last model
+        defaults={
+            "judge.name": "llm_as_judge",
+            "pairs.builder": "best_vs_worst",
+            "sampling.n": 4,
+            "sampling.temperature": 0.7,
+            "sampling.top_p": 0.9,
+            "training.loss": "dpo",
+            "training.beta": 0.1,
+            "training.init": "previous",
+            "training.reference": "previous",  # M(t+1) is DPO-trained from M(t) against M(t)
+        },
+        doc="Self-Rewarding (arXiv 2401.10020): the policy answers, judges its own answers with the paper's "
+        "additive 5-point rubric (llm_as_judge), best-vs-worst pairs, DPO; M1 -> M2 -> M3 over iterations.",
+    )
+)
+register(
+    Method(
+        name="self_rewarding_instruct",
+        stages=("prompts", "sample", "score", "pairs", "train", "evaluate"),
+        policy="train",
+        questions="prompts",
+        defaults=METHODS.get("self_rewarding").defaults,
+        doc="Self-Rewarding with self-instruction: as self_rewarding, on questions the model writes itself "
+        "each iteration from k-shot seed questions (the prompts stage; self_instruct.*).",
+    )
 )
 register(
     Method(

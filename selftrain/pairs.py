@@ -45,6 +45,21 @@ def best_vs_rest(group: list[Row], min_margin: float) -> list[Row]:
     ]
 
 
+@PAIR_BUILDERS.register("best_vs_worst")
+def best_vs_worst(group: list[Row], min_margin: float) -> list[Row]:
+    """Self-Rewarding: one pair per question, chosen = the highest-scored sample, rejected = the lowest-scored.
+    When the two scores are equal (every candidate scored the same) the question gives no pair, as in the
+    paper; among equal highest (or lowest) scores the lowest sample_index is taken, so it is deterministic."""
+    if len(group) < 2:
+        return []
+    best = min(group, key=lambda r: (-r["score"], r["sample_index"]))
+    worst = min(group, key=lambda r: (r["score"], r["sample_index"]))
+    gap = best["score"] - worst["score"]
+    if gap <= 0 or gap < min_margin or best["completion"] == worst["completion"]:
+        return []
+    return [_pair(best, worst)]
+
+
 @PAIR_BUILDERS.register("majority_vs_minority")
 def majority_vs_minority(group: list[Row], min_margin: float) -> list[Row]:
     """SC-PO: chosen = a sample with the majority answer (best score among them), rejected = each sample with

@@ -12,7 +12,7 @@ from typing import Any
 from selftrain.config import Config, flatten
 from selftrain.engines.base import resolve_engine_name
 from selftrain.methods import METHODS
-from selftrain.spec import POLICY, StageSpec, kind
+from selftrain.spec import POLICY, QUESTIONS, StageSpec, kind
 from selftrain.store import FAILED, STARTED, Manifest, RunStore, StoreError, damage, fingerprint, marker
 
 
@@ -29,6 +29,11 @@ def policy_stage(cfg: Config) -> str:
     return METHODS.get(cfg.method).policy
 
 
+def questions_stage(cfg: Config) -> str:
+    """The stage whose rows are the iteration's questions: `questions`, or `prompts` (self-instruction)."""
+    return METHODS.get(cfg.method).questions
+
+
 def method_stages(cfg: Config) -> tuple[str, ...]:
     """The stage kinds of the run's method, in an order where every stage follows its inputs."""
     return METHODS.get(cfg.method).stages
@@ -37,7 +42,10 @@ def method_stages(cfg: Config) -> tuple[str, ...]:
 def inputs_of(cfg: Config, stage: str) -> list[tuple[bool, str]]:
     """(from the previous iteration?, stage) of each input `stage` reads under this config."""
     return [
-        (needed.previous, policy_stage(cfg) if needed.stage == POLICY else needed.stage)
+        (
+            needed.previous,
+            {POLICY: policy_stage(cfg), QUESTIONS: questions_stage(cfg)}.get(needed.stage, needed.stage),
+        )
         for needed in kind(stage).inputs
         if needed.when is None or needed.when(cfg)
     ]
@@ -76,6 +84,8 @@ def stage_config(cfg: Config, stage: str) -> dict[str, Any]:
     for key in spec.keys:
         flat.update(flatten(cfg.section(key), f"{key}."))
     flat = {k: v for k, v in flat.items() if not any(fnmatch.fnmatchcase(k, p) for p in spec.ignore)}
+    dropped = [p for p, holds in spec.only_when if not holds(cfg)]
+    flat = {k: v for k, v in flat.items() if not any(fnmatch.fnmatchcase(k, p) for p in dropped)}
     if "engine.name" in flat:
         flat["engine.name"] = resolve_engine_name(flat["engine.name"])
     return flat

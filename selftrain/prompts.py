@@ -194,6 +194,23 @@ class PromptBuilder:
         )
         return self._chat(ANSWER_JUDGE_SYSTEM, user, ANSWER_PREFILL)
 
+    def user_turn(self, user: str) -> str:
+        """A prompt that is one user message and no system text: the Self-Rewarding judge's rubric (its paper
+        gives the rubric as the whole instruction)."""
+        if self.template == "plain":
+            return self._plain(user)
+        if self.template == "core_po_llama3":
+            head = "<|start_header_id|>{}<|end_header_id|>\n\n"
+            return f"{self._text_bos}{head.format('user')}{user}{EOT}\n{head.format('assistant')}"
+        if self.has_chat:
+            messages = [{"role": "user", "content": user}]
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            bos = getattr(self.tokenizer, "bos_token", None)
+            if bos and not self._text_bos and text.startswith(bos):
+                text = text[len(bos) :]  # the tokenizer adds it again when encoding
+            return text
+        return f"{self._text_bos}User: {user}\n\nAssistant: "
+
     def correction(self, question: str, choices: list[str] | None, initial: str) -> str:
         """STaSC's correction prompt: the question and an initial answer, asking for a corrected answer. The
         plain template is the tiny model's, pre-trained on single Q/A pairs only: shown an earlier attempt it

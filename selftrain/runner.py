@@ -148,3 +148,24 @@ def accuracy_table(store: RunStore) -> list[tuple[int, str, str, float, int, int
                 best = (cell.get("best_of_k"), cell.get("best_of_accuracy"))
                 rows.append((it, model, src, cell["accuracy"], cell["n"], *best))
     return rows
+
+
+JUDGE_STATS = (
+    "judge_pair_agreement",
+    "judge_pair_ties",
+    "judge_auroc_within",
+    "unparsable_rate",
+    "mean_score",
+)
+
+
+def judge_table(store: RunStore) -> list[tuple[int, dict]]:
+    """(iteration, the score stage's judge-quality stats) for each completed score stage: pairwise agreement
+    with reference correctness, ties, within-question AUROC, unparsable-judgment rate (llm_as_judge) and the
+    mean score. Empty for a method without a score stage."""
+    rows = []
+    for it in store.iterations_on_disk():
+        m = store.manifest(it, "score")
+        if m is not None:
+            rows.append((it, {k: m.stats.get(k) for k in JUDGE_STATS}))
+    return rows

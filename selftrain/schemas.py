@@ -41,7 +41,12 @@ SCORES = pa.schema(
         ("answer_confidence", pa.float64()),  # nullable for judges that do not compute it
         ("reasoning_confidence", pa.float64()),
         ("consistency", pa.float64()),
-        ("score", pa.float64()),
+        ("score", pa.float64()),  # null: no score (llm_as_judge: every judgment unparsable) -- missing, not 0
+        # llm_as_judge: each judgment's text and its parsed points (null where unparsable), so a person can read
+        # why a sample got its score. Added after schema 2 as trailing nullable columns: shards written before
+        # lack them and still read (the store fills them with nulls), so no version bump and no stale runs.
+        ("judgments", pa.list_(pa.string())),
+        ("judgment_scores", pa.list_(pa.float64())),
     ]
 )
 

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 # In an Input, the method's policy stage (the one whose adapter samples, judges and is evaluated): `train` for
 # the preference methods. Stage kinds name it this way so that one kind serves methods with other trainers.
 POLICY = "@policy"
+# In an Input, the method's questions stage: `questions` (a draw from an existing pool) for most methods,
+# `prompts` (questions the model writes itself, self-instruction) for self_rewarding_instruct.
+QUESTIONS = "@questions"
 
 
 class Runs(str, Enum):
@@ -54,6 +57,10 @@ class StageSpec:
     runs: Runs = Runs.INLINE
     # fnmatch patterns of flattened keys under `keys` that do not change the output
     ignore: tuple[str, ...] = ()
+    # (pattern, holds): keys matching the pattern count only where holds(config) is true -- settings of one
+    # registered part (e.g. the llm_as_judge judge's) that others never read, so that adding them left the
+    # fingerprints of runs with the other parts as they were
+    only_when: tuple[tuple[str, Callable[[Config], bool]], ...] = ()
     doc: str = ""
     module: str = ""  # has `run(cfg, inputs, writer) -> Manifest`; default selftrain.stages.<name>
 
@@ -63,6 +70,12 @@ class StageSpec:
 
 
 PREVIOUS_POLICY = Input(POLICY, previous=True)
+
+# the judge.* settings only llm_as_judge reads (added after runs with other judges were written)
+LLM_JUDGE_ONLY = tuple(
+    (f"judge.{k}", lambda cfg: cfg.judge.name == "llm_as_judge")
+    for k in ("rubric", "samples", "temperature", "top_p", "max_tokens")
+)
 
 
 # logging and launch plumbing: the same adapter whatever they say
@@ -121,13 +134,25 @@ KINDS: dict[str, StageSpec] = {
             ignore=("data.eval.*.limit",),
             doc="this iteration's training questions (a seeded draw from data.train, minus evaluation questions)",
         ),
+        # self-instruction (Self-Rewarding): new questions written by the model from k-shot seed questions
+        StageSpec(
+            name="prompts",
+            schema=schemas.QUESTIONS,
+            # the seed pool is data.train (contamination-guarded like `questions`); data.eval: the guard
+            keys=model_keys("self_instruct", "data.train", "data.eval", "data.shard_size"),
+            ignore=("data.eval.*.limit",),
+            inputs=(Input(POLICY, previous=True, when=lambda cfg: cfg.self_instruct.generator == "policy"),),
+            runs=Runs.ENGINE,
+            doc="questions the model writes itself from k-shot seed questions, deduplicated against the seed "
+            "pool and every evaluation set, filtered, with their provenance",
+        ),
         # the preference methods (core_po, sc_po): sample -> score -> pairs -> train -> evaluate
         StageSpec(
             name="sample",
             schema=schemas.SAMPLES,
             keys=model_keys("sampling"),
             # the policy iteration i-1 trained samples (the base model in iteration 0)
-            inputs=(Input("questions"), PREVIOUS_POLICY),
+            inputs=(Input(QUESTIONS), PREVIOUS_POLICY),
             runs=Runs.ENGINE,
             doc="sampling.n completions per question from the current policy",
         ),
@@ -136,6 +161,7 @@ KINDS: dict[str, StageSpec] = {
             name="score",
             schema=schemas.SCORES,
             keys=model_keys("judge"),
+            only_when=LLM_JUDGE_ONLY,
             inputs=(Input("sample"), PREVIOUS_POLICY),  # ...and judges its own samples (self-evaluation)
             runs=Runs.ENGINE,
             doc="the judge's confidence in each sample",
@@ -160,6 +186,7 @@ KINDS: dict[str, StageSpec] = {
             schema=schemas.EVAL,
             # judge and run.seed: best-of-K candidates are sampled with per-shard seeds and picked by the judge
             keys=model_keys("evaluation", "data.eval", "judge"),
+            only_when=LLM_JUDGE_ONLY,
             inputs=(Input(POLICY),),
             runs=Runs.ENGINE,
             doc="accuracy of this iteration's policy (and in iteration 0 the base model) on data.eval",
@@ -170,7 +197,7 @@ KINDS: dict[str, StageSpec] = {
             schema=schemas.SAMPLES,
             keys=model_keys("stasc.initial", "stasc.initial_answer_with_new_model"),
             inputs=(
-                Input("questions"),
+                Input(QUESTIONS),
                 Input(POLICY, previous=True, when=lambda cfg: cfg.stasc.initial_answer_with_new_model),
             ),
             runs=Runs.ENGINE,
@@ -182,7 +209,7 @@ KINDS: dict[str, StageSpec] = {
             schema=schemas.CORRECTIONS,
             keys=model_keys("stasc.correction"),
             # the current policy M(i-1) corrects, whichever model wrote the initial answers
-            inputs=(Input("questions"), Input("initial"), PREVIOUS_POLICY),
+            inputs=(Input(QUESTIONS), Input("initial"), PREVIOUS_POLICY),
             runs=Runs.ENGINE,
             doc="stasc.correction.n corrections of each initial answer by the current policy",
         ),
@@ -191,7 +218,7 @@ KINDS: dict[str, StageSpec] = {
             name="filter",
             schema=schemas.SFT_EXAMPLES,
             keys=("stasc.reward", "stasc.only_better_correction"),
-            inputs=(Input("questions"), Input("correct")),
+            inputs=(Input(QUESTIONS), Input("correct")),
             doc="the corrections that improved by the gold-based reward, as SFT examples",
         ),
         sft_trainer("sft", "filter", "a LoRA adapter fine-tuned (SFT) on the kept examples"),

@@ -217,7 +217,8 @@ def read_stage(stage_dir: Path, verify: bool = True) -> pa.Table:
         tables.append(read_shard(path))
     if not tables:
         return schema.empty_table()
-    return pa.concat_tables(tables)
+    # promote: shards written before a trailing nullable column was added read with it null (schemas.SCORES)
+    return pa.concat_tables(tables, promote_options="default")
 
 
 def load_manifest(stage_dir: Path) -> Manifest | None:

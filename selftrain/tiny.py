@@ -63,6 +63,19 @@ def _judge_example(builder: PromptBuilder, rng: random.Random, max_others: int =
     return prompt, "A" if right else "B"
 
 
+def _rubric_example(builder: PromptBuilder, rng: random.Random) -> tuple[str, str]:
+    """A Self-Rewarding judgment in the compact rubric's format (selftrain.rubric) of a right or wrong worked
+    solution, as the policy writes them (" <steps> #### N"): a right one earns all 5 points, a wrong one the
+    single point for being relevant, so that `Score: N` parses and orders right over wrong."""
+    from selftrain.rubric import render
+
+    p = _train_problem(rng)
+    right = rng.random() < 0.5
+    text = p.solution() if right else synthetic.corrupt_solution(p, rng)
+    verdict = " Correct. Score: 5" if right else " Wrong. Score: 1"
+    return builder.user_turn(render("compact", p.question, text.strip())), verdict
+
+
 def _digit_problem(rng: random.Random, long_fraction: float) -> synthetic.DigitSum:
     lo, hi = synthetic.HARD_OPERANDS if rng.random() < long_fraction else (2, synthetic.EASY_OPERANDS[1])
     while True:
@@ -264,7 +277,10 @@ def _build(out_dir: Path, cfg: BootstrapConfig) -> None:
         if digits:
             batch = digit_batch(builder, rng, cfg)
         else:  # whole batches of one kind: judge prompts are ~5x longer, mixed in they pad every solve row
-            make = _judge_example if rng.random() < cfg.judge_fraction else _solve_example
+            draw = rng.random()
+            make = _judge_example if draw < cfg.judge_fraction else _solve_example
+            if cfg.rubric_fraction and draw >= 1 - cfg.rubric_fraction:  # no extra draw: same stream at 0
+                make = _rubric_example
             batch = [make(builder, rng) for _ in range(cfg.batch_size)]
         if cfg.pack_width:
             loss = model(**pack_batch(tokenizer, batch, cfg.pack_width)).loss

@@ -173,10 +173,12 @@ def reference(tmp_path_factory, tiny_model):
     lines = proc.stdout.splitlines()
     assert lines[0] == f"run folder: {run_dir}" and lines[1].split()[:3] == ["iteration", "model", "source"]
     # the accuracy table (3 rows), a blank line, the per-iteration table with changes from base (header + 3
-    # rows), then the report's path: `run` writes RUN/report/report.html at the end
-    assert len(lines) == 2 + 3 + 2 + 3 + 1, proc.stdout
-    assert all(line.split()[0].isdigit() for line in lines[2:5] + lines[7:-1]), proc.stdout
+    # rows), a blank line, the judge's quality per iteration (header + 2 rows), then the report's path: `run`
+    # writes RUN/report/report.html at the end
+    assert len(lines) == 2 + 3 + 2 + 3 + 2 + 2 + 1, proc.stdout
+    assert all(line.split()[0].isdigit() for line in lines[2:5] + lines[7:10] + lines[12:-1]), proc.stdout
     assert lines[5] == "" and lines[6].split()[:2] == ["iteration", "model"], proc.stdout
+    assert lines[10] == "" and lines[11].split()[:3] == ["iteration", "judge", "agreement"], proc.stdout
     assert lines[-1].startswith("report: ") and lines[-1].endswith("report.html"), proc.stdout
     # ...and the config is logged in full once per run, not once per stage
     assert (

@@ -219,6 +219,10 @@ def test_judge_diagnostics_grade_against_references_only_where_present():
         "sample_accuracy": round(1 / 3, 6),
         "judge_auroc": 1.0,
         "judge_auroc_within": 1.0,
+        # right (0.9) over each wrong (0.4, 0.6): 2 pairs, both ordered right
+        "judge_pair_agreement": 1.0,
+        "judge_pair_ties": 0.0,
+        "judge_pairs": 2,
     }
     assert judge_diagnostics(questions[1:], scored) == {}
 

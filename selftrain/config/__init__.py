@@ -17,6 +17,7 @@ from selftrain.config.sections import (
     SamplingConfig,
     SourceConfig,
 )
+from selftrain.config.self_instruct import SelfInstructConfig
 from selftrain.config.stasc import SftConfig, StascConfig
 from selftrain.config.training import (
     EngineConfig,
@@ -43,6 +44,7 @@ __all__ = [
     "RunConfig",
     "SamplingConfig",
     "Section",
+    "SelfInstructConfig",
     "SftConfig",
     "SourceConfig",
     "StascConfig",

@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 
 import selftrain.config.gsi as gs
 import selftrain.config.sections as sec
+import selftrain.config.self_instruct as si
 import selftrain.config.stasc as st
 import selftrain.config.training as tr
 from selftrain.config.base import Section
@@ -19,7 +20,8 @@ from selftrain.config.base import Section
 class Config(Section):
     method: str = Field(
         "core_po",
-        description="Registered method (selftrain/methods.py): core_po (the default), sc_po, stasc, gsi; picks the stages "
+        description="Registered method (selftrain/methods.py): core_po (the default), sc_po, stasc, gsi, "
+        "self_rewarding, self_rewarding_instruct; picks the stages "
         "each iteration runs and sets its own defaults (e.g. sc_po: judge.name self_consistency) where the "
         "recipe sets nothing.",
     )
@@ -37,6 +39,7 @@ class Config(Section):
     sft: st.SftConfig = Field(default_factory=st.SftConfig)
     stasc: st.StascConfig = Field(default_factory=st.StascConfig)
     gsi: gs.GsiConfig = Field(default_factory=gs.GsiConfig)
+    self_instruct: si.SelfInstructConfig = Field(default_factory=si.SelfInstructConfig)
 
     @model_validator(mode="after")
     def _loss_needs_pairs(self) -> Config:

@@ -51,6 +51,13 @@ class BootstrapConfig(Section):
     judge_fraction: float = Field(
         0.3, ge=0, le=1, description="Share of pre-training steps that teach the True/False judge format."
     )
+    rubric_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="arithmetic: share of pre-training steps that teach the Self-Rewarding judgment format "
+        "(the compact rubric -> 'Score: 5' right / 'Score: 1' wrong; for judge.name llm_as_judge).",
+    )
     seed: int = Field(0, description="Seed for data and initialisation.")
     task: Literal["arithmetic", "digit_sums"] = Field(
         "arithmetic",
@@ -168,11 +175,26 @@ class SamplingConfig(Section):
 class JudgeConfig(Section):
     name: str = Field(
         "core_po",
-        description="Registered judge: core_po, self_consistency; for studies oracle (uses labels) and random.",
+        description="Registered judge: core_po, self_consistency, llm_as_judge (Self-Rewarding's rubric); for "
+        "studies oracle (uses labels) and random.",
     )
     max_context_reasonings: int = Field(4, ge=0, description="Other reasonings shown in the reasoning judge.")
     batch_size: int = Field(16, ge=1, description="Judge prompts per forward pass (hf engine).")
     options: tuple[str, str] = Field(("A", "B"), description="Next tokens read as True / False.")
+    # llm_as_judge (Self-Rewarding, arXiv 2401.10020): the model writes judgments with the paper's rubric
+    rubric: Literal["paper", "compact"] = Field(
+        "paper",
+        description="llm_as_judge: the paper's additive 5-point rubric verbatim, or `compact` (same `Score: N` "
+        "contract in a few lines, for models with a short context such as the tiny model; selftrain.rubric).",
+    )
+    samples: int = Field(
+        3, ge=1, description="llm_as_judge: judgments per sample, their parsed scores averaged."
+    )
+    temperature: float = Field(0.7, ge=0, description="llm_as_judge: sampling temperature of the judgments.")
+    top_p: float = Field(0.9, gt=0, le=1, description="llm_as_judge: nucleus top-p of the judgments.")
+    max_tokens: int = Field(
+        256, ge=1, description="llm_as_judge: tokens per judgment (the rubric asks for <= 100 words + score)."
+    )
 
 
 class PairsConfig(Section):

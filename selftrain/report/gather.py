@@ -124,14 +124,15 @@ def _rows(store: RunStore, st: StageInfo, columns: list[str], problems: list[str
         return None
 
 
-def _judge(questions: list[dict], scored: list[dict]) -> JudgeData | None:
+def _judge(questions: list[dict], scored: list[dict], scale: float = 1.0) -> JudgeData | None:
+    """`scale`: the judge's maximum score (llm_as_judge: 5 points), so the calibration reads it on [0, 1]."""
     from selftrain.diagnostics import sample_labels
 
     graded = sample_labels(questions, scored)
     if not graded:
         return None
     qids = [row["question_id"] for row, _ in graded]
-    scores = [float(row["score"]) for row, _ in graded]
+    scores = [float(row["score"]) / scale for row, _ in graded]
     labels = [ok for _, ok in graded]
     return JudgeData(qids, scores, labels, judge_quality(qids, scores, labels))
 
@@ -183,7 +184,8 @@ def gather(run_dir: str | Path, iterations: list[int] | None = None) -> RunData:
         )
         scored = _rows(store, st("score"), ["question_id", "sample_index", "answer", "score"], problems)
         if data.questions is not None and scored is not None:
-            data.judge = _judge(data.questions, scored)
+            llm_judge = (config.get("judge") or {}).get("name") == "llm_as_judge"
+            data.judge = _judge(data.questions, scored, 5.0 if llm_judge else 1.0)
         data.pairs = _rows(
             store,
             st("pairs"),

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Iterator
 
 from selftrain.config import Config
-from selftrain.plan import expected, policy_stage
+from selftrain.plan import expected, policy_stage, questions_stage
 from selftrain.spec import kind
 from selftrain.stages.common import StageInputs
 from selftrain.store import Manifest, RunStore, StageWriter, StoreError
@@ -39,7 +39,7 @@ def open_stage(
     if exp is None:
         raise StoreError(f"iter-{iteration:03d}/{stage}: an upstream stage is not complete")
     fp, conf, upstream = exp
-    inputs = StageInputs(store, iteration, stage, fp, conf, upstream, policy_stage(cfg))
+    inputs = StageInputs(store, iteration, stage, fp, conf, upstream, policy_stage(cfg), questions_stage(cfg))
     log.info("iter-%03d/%s starting (fingerprint %s)", iteration, stage, fp)
     # the keys this stage read; the whole config is logged once per run (runner.prepare)
     log.debug(

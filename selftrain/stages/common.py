@@ -37,10 +37,15 @@ class StageInputs:
     config: dict[str, Any]
     upstream: dict[str, str]
     policy: str = "train"  # the method's policy stage (selftrain.plan.policy_stage)
+    questions: str = "questions"  # the method's questions stage (selftrain.plan.questions_stage)
 
     def table(self, stage: str, iteration: int | None = None) -> pa.Table:
         it = self.iteration if iteration is None else iteration
         return read_stage(self.store.stage_dir(it, stage))
+
+    def questions_table(self) -> pa.Table:
+        """This iteration's questions: drawn from a pool (`questions`) or written by the model (`prompts`)."""
+        return self.table(self.questions)
 
     def policy_adapter(self, iteration: int | None = None) -> str | None:
         """The policy's adapter after `iteration` (default i-1: the one that samples and judges this
@@ -182,7 +187,7 @@ def read_shards(stage_dir: Path, shards: list[ShardInfo], schema: pa.Schema) -> 
     from selftrain.store import read_shard
 
     tables = [read_shard(stage_dir / s.name) for s in shards]
-    return pa.concat_tables(tables) if tables else schema.empty_table()
+    return pa.concat_tables(tables, promote_options="default") if tables else schema.empty_table()
 
 
 def shard_seed(seed: int, iteration: int, index: int) -> int:

@@ -16,7 +16,7 @@ from selftrain.store import Manifest, StageWriter
 
 
 def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
-    questions = inputs.table("questions").to_pylist()
+    questions = inputs.questions_table().to_pylist()
     initial: dict[str, list[dict]] = defaultdict(list)
     for row in inputs.table("initial").to_pylist():
         initial[row["question_id"]].append(row)

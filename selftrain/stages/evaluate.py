@@ -87,7 +87,8 @@ def best_of_rows(
     rows = []
     for j, (q, comps) in enumerate(zip(group, outs, strict=True)):
         scores = [score[(str(j), i)] for i in range(len(comps))]
-        best = max(range(len(comps)), key=lambda i: (scores[i], -i))
+        # an unscored candidate (no judgment parsed) is picked only when none has a score
+        best = max(range(len(comps)), key=lambda i: (scores[i] is not None, scores[i] or 0.0, -i))
         rows += [_row(q, "best_of", i, c, scores[i], i == best) for i, c in enumerate(comps)]
     return rows
 

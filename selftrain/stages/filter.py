@@ -15,7 +15,7 @@ from selftrain.store import Manifest, StageWriter
 
 def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
     s = cfg.stasc
-    questions = inputs.table("questions").to_pylist()
+    questions = inputs.questions_table().to_pylist()
     by_question: dict[str, list[dict]] = defaultdict(list)
     for row in inputs.table("correct").to_pylist():
         by_question[row["question_id"]].append(row)

@@ -12,13 +12,18 @@ from selftrain.store import Manifest, StageWriter
 
 
 def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
-    questions = inputs.table("questions").to_pylist()
+    questions = inputs.questions_table().to_pylist()
     scores = {(r["question_id"], r["sample_index"]): r["score"] for r in inputs.table("score").to_pylist()}
     groups_by_q: dict[str, list[dict]] = defaultdict(list)
+    unscored = 0
     for s in inputs.table("sample").to_pylist():
-        groups_by_q[s["question_id"]].append(
-            {**s, "score": scores.get((s["question_id"], s["sample_index"]), 0.0)}
-        )
+        score = scores.get((s["question_id"], s["sample_index"]), 0.0)
+        if (
+            score is None
+        ):  # the judge gave no score (llm_as_judge: no judgment parsed): neither side of a pair
+            unscored += 1
+            continue
+        groups_by_q[s["question_id"]].append({**s, "score": score})
     build = PAIR_BUILDERS.get(cfg.pairs.builder)
 
     def make_rows(group: list[dict], index: int) -> list[dict]:
@@ -38,5 +43,6 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
         "pairs": t.num_rows,
         "questions_with_pairs": len(set(t.column("question_id").to_pylist())),
         "questions": len(questions),
+        "unscored_samples": unscored,
     }
     return finish(writer, inputs, shards, stats)

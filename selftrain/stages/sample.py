@@ -91,7 +91,7 @@ def sample_questions(
 ) -> Manifest:
     """`sampling.n` completions per question of this iteration from the base model with `adapter`; shared by
     the stages that sample answers (sample, and STaSC's initial)."""
-    questions = inputs.table("questions").to_pylist()
+    questions = inputs.questions_table().to_pylist()
     groups = list(chunks(questions, cfg.data.shard_size))
     if worker is None and workers > 1:
         # data-parallel: each worker process owns every n-th shard; this process writes the manifest

@@ -7,7 +7,7 @@ import statistics
 from collections import defaultdict
 
 from selftrain.config import Config
-from selftrain.diagnostics import judge_diagnostics
+from selftrain.diagnostics import judge_diagnostics, judgment_stats
 from selftrain.judges import JUDGES, MODEL_FREE
 from selftrain.schemas import SCORES
 from selftrain.stages.common import StageInputs, chunks, finish, read_shards, shard_seed, write_sharded
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
-    questions = inputs.table("questions").to_pylist()
+    questions = inputs.questions_table().to_pylist()
     by_question: dict[str, list[dict]] = defaultdict(list)
     for s in inputs.table("sample").to_pylist():
         by_question[s["question_id"]].append(s)
@@ -40,13 +40,16 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
     finally:
         lazy.close()
     t = read_shards(writer.dir, shards, SCORES)
-    scores = t.column("score").to_pylist()
+    scores = [s for s in t.column("score").to_pylist() if s is not None]
     stats = {
         "scored": t.num_rows,
         "mean_score": round(statistics.fmean(scores), 6) if scores else None,
         "zero_scores": sum(s == 0 for s in scores),
+        **judgment_stats(t.select(["score", "judgment_scores"]).to_pylist()),
         **judge_diagnostics(questions, t.select(["question_id", "answer", "score"]).to_pylist()),
     }
+    if stats.get("unparsable_rate"):
+        log.info("%.1f%% of the judgments had no parsable score", 100 * stats["unparsable_rate"])
     if stats.get("judge_auroc") is not None:
         within = stats.get("judge_auroc_within")
         log.info(
