@@ -22,8 +22,9 @@ import time
 import torch
 
 from selftrain.config import BootstrapConfig, load_config
+from selftrain.packing import encode_batch
 from selftrain.prompts import PromptBuilder
-from selftrain.tiny import build_model, build_tokenizer, digit_batch, encode_batch
+from selftrain.tiny import build_model, build_tokenizer, digit_batch
 
 KINDS = ("op", "fact", "copy", "final")
 

@@ -39,8 +39,9 @@ def test_packed_batch_gives_the_padded_batch_loss_and_gradients():
     """Packing is a speed-up only: the same rows, the same mean loss over target tokens, the same gradients."""
     import torch
 
+    from selftrain.packing import encode_batch, pack_batch
     from selftrain.prompts import PromptBuilder
-    from selftrain.tiny import build_model, build_tokenizer, digit_batch, encode_batch, pack_batch
+    from selftrain.tiny import build_model, build_tokenizer, digit_batch
 
     tokenizer = build_tokenizer()
     builder = PromptBuilder(tokenizer, template="plain")
