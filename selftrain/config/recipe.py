@@ -13,6 +13,7 @@ import selftrain.config.sections as sec
 import selftrain.config.stasc as st
 import selftrain.config.training as tr
 from selftrain.config.base import Section
+from selftrain.config.placement import PlacementConfig
 
 
 class Config(Section):
@@ -35,6 +36,10 @@ class Config(Section):
     store: tr.StoreConfig = Field(default_factory=tr.StoreConfig)
     sft: st.SftConfig = Field(default_factory=st.SftConfig)
     stasc: st.StascConfig = Field(default_factory=st.StascConfig)
+    placement: PlacementConfig = Field(  # type: ignore[valid-type]
+        default_factory=PlacementConfig,
+        description="Which Prefect work pool runs each stage (several machines).",
+    )
 
     @model_validator(mode="after")
     def _loss_needs_pairs(self) -> Config:

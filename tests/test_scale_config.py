@@ -1,0 +1,54 @@
+"""Config for scaling out: vLLM tensor/pipeline parallelism for large models (validated, passed through; no
+multi-GPU engine is started here: this machine has no GPU)."""
+
+from __future__ import annotations
+
+import pytest
+
+from selftrain.config import ConfigError, load_config
+from selftrain.engines.vllm_engine import engine_parallel_kwargs
+
+
+def test_large_model_engine_settings_reach_vllm():
+    cfg = load_config(
+        None,
+        [
+            "engine.name=vllm",
+            "engine.tensor_parallel_size=8",
+            "engine.pipeline_parallel_size=2",
+            "engine.distributed_executor_backend=mp",
+        ],
+    )
+    assert engine_parallel_kwargs(cfg) == {
+        "tensor_parallel_size": 8,
+        "pipeline_parallel_size": 2,
+        "distributed_executor_backend": "mp",
+    }
+    assert cfg.engine.gpus_per_engine == 16
+    # a one-GPU engine is started exactly as before: no extra arguments
+    assert engine_parallel_kwargs(load_config(None, ["engine.name=vllm"])) == {}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["engine.name=hf", "engine.tensor_parallel_size=4"], "needs engine.name vllm"),
+        (["engine.tensor_parallel_size=0"], "invalid value for 'engine.tensor_parallel_size': 0"),
+        (
+            ["engine.distributed_executor_backend=slurm"],
+            "invalid value for 'engine.distributed_executor_backend'",
+        ),
+        (
+            [
+                "engine.name=vllm",
+                "engine.pipeline_parallel_size=2",
+                "engine.distributed_executor_backend=uni",
+            ],
+            "needs distributed_executor_backend mp or ray",
+        ),
+    ],
+)
+def test_bad_large_model_settings_are_one_line_errors(overrides, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        load_config(None, overrides)
+    assert "\n" not in str(e.value)
