@@ -8,7 +8,7 @@ from typing import Any
 from prefect.artifacts import create_markdown_artifact
 
 from selftrain.config import Config, load_config
-from selftrain.pipeline import execute_stage
+from selftrain.pipeline import execute_stage, invalidate
 from selftrain.plan import stage_state
 from selftrain.report.summary import stage_markdown
 from selftrain.store import RunStore
@@ -17,7 +17,14 @@ from selftrain.store import RunStore
 def run_stage_task(run: str, iteration: int, stage: str, rebuild_stale: bool) -> dict:
     store = RunStore(run)
     cfg = load_config(store.config_path)
-    if cfg.placement.dispatch == "pools" and stage_state(cfg, store, iteration, stage).status != "done":
+    status = stage_state(cfg, store, iteration, stage).status
+    if cfg.placement.dispatch == "pools" and status != "done":
+        if status in ("stale", "damaged", "blocked"):
+            if not rebuild_stale or status == "blocked":
+                execute_stage(
+                    cfg, store, iteration, stage
+                )  # raises the one-line error, here, not on a worker
+            invalidate(cfg, store, iteration, stage)  # moved aside before a worker starts on it
         manifest = dispatch_stage(cfg, store, iteration, stage, rebuild_stale)
     else:
         manifest = execute_stage(cfg, store, iteration, stage, rebuild_stale=rebuild_stale)

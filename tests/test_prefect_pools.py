@@ -31,15 +31,14 @@ def _flow_runs(api: str) -> list[dict]:
 
 def test_stages_run_on_their_pools(prefect_server, tmp_path, tiny_model, reference):  # noqa: F811
     api, env, prefect, start = prefect_server
-    done = subprocess.run(
-        [sys.executable, "-m", "flows.deploy", "--stage-pools", "gpu", "cpu"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+
+    def python(*args: str, timeout: float) -> None:
+        proc = subprocess.run(
+            [sys.executable, "-m", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        )
+        assert proc.returncode == 0, proc.stderr[-4000:]
+
+    python("flows.deploy", "--stage-pools", "gpu", "cpu", timeout=300)
     worker_env = {"PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
     for pool, host in (("gpu", "gpu-a"), ("gpu", "gpu-b"), ("cpu", "cpu-a")):
         cmd = [prefect, "worker", "start", "--pool", pool, "--type", "process", "--name", host]
@@ -47,15 +46,7 @@ def test_stages_run_on_their_pools(prefect_server, tmp_path, tiny_model, referen
     recipe = tiny_recipe(tmp_path, tiny_model)
     recipe["placement"] = {"dispatch": "pools", "sample": {"runs": 2}}
     path = write_recipe(tmp_path / "r.yaml", recipe)
-    proc = subprocess.run(
-        [sys.executable, "-m", "selftrain.cli", "run", str(path)],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    python("selftrain.cli", "run", str(path), timeout=900)
     store = RunStore(load_config(path).run_dir())
     runs = [r for r in _flow_runs(api) if r["parameters"].get("stage")]
     where = {(r["parameters"]["stage"], r["work_pool_name"], r["parameters"]["join"]) for r in runs}

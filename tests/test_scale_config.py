@@ -52,3 +52,24 @@ def test_bad_large_model_settings_are_one_line_errors(overrides, message):
     with pytest.raises(ConfigError, match=message) as e:
         load_config(None, overrides)
     assert "\n" not in str(e.value)
+
+
+def test_placement_defaults_and_partial_sections(tmp_path):
+    from tests.conftest import write_recipe
+
+    recipe = write_recipe(
+        tmp_path / "r.yaml", {"placement": {"sample": {"runs": 4}, "questions": {"pool": "io"}}}
+    )
+    p = load_config(recipe).placement
+    assert p.dispatch == "local"  # one machine unless asked
+    assert (p.sample.pool, p.sample.runs) == ("gpu", 4)  # the kind's pool kept when only runs is given
+    assert (
+        p.questions.pool == "io"
+        and p.pairs.pool == "cpu"
+        and p.train.pool == "gpu"
+        and p.evaluate.pool == "gpu"
+    )
+    with pytest.raises(
+        ConfigError, match="placement.train.runs is 2, but train is not a data-parallel stage"
+    ):
+        load_config(None, ["placement.train.runs=2"])

@@ -43,6 +43,16 @@ class _Placement(Section):
         "by a worker of that pool (flows/stage.py).",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_pools(cls, data: Any) -> Any:
+        # a stage given only some keys (`placement.sample.runs: 2`) keeps its kind's default pool
+        if isinstance(data, dict):
+            for name, value in data.items():
+                if name in KINDS and isinstance(value, dict) and "pool" not in value:
+                    data = {**data, name: {**value, "pool": default_pool(name)}}
+        return data
+
     @model_validator(mode="after")
     def _runs_need_parallel(self) -> _Placement:
         for name, spec in KINDS.items():

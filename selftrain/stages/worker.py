@@ -28,10 +28,15 @@ def work(store: RunStore, iteration: int, stage: str) -> Manifest | None:
     cfg = load_config(store.config_path)
     cfg.engine.workers = 1  # this process is one worker: it starts no others
     module = importlib.import_module(kind(stage).module)
-    # join: never moves the folder aside (that is the run's job), only works the attempt it finds
-    with open_stage(cfg, store, iteration, stage, join=True) as (inputs, writer):
-        assert writer is not None
-        return module.run(cfg, inputs, writer)
+    try:
+        # join: never moves the folder aside (that is the run's job), only works the attempt it finds
+        with open_stage(cfg, store, iteration, stage, join=True) as (inputs, writer):
+            assert writer is not None
+            return module.run(cfg, inputs, writer)
+    except StoreError:
+        if store.manifest(iteration, stage) is not None:
+            return None  # the other workers finished it before this one started: nothing left to do
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
