@@ -69,6 +69,7 @@ def claim_stress(workers: int, shards: int, root: Path) -> dict:
     out: mp.Queue = ctx.Queue()
     start = time.perf_counter()
     procs = [ctx.Process(target=_worker, args=(str(stage_dir), shards, out)) for _ in range(workers)]
+    sys.stdout.flush()  # a forked child flushes its copy of an unflushed buffer when it exits: lines twice
     for p in procs:
         p.start()
     results = [out.get(timeout=1800) for _ in procs]
@@ -98,7 +99,13 @@ def sample_throughput(workers: int, root: Path) -> dict:
     from selftrain.store import RunStore
 
     model = ensure_tiny_model()
-    overrides = [f"model.path={model}", f"engine.workers={workers}", "engine.isolation=inline"]
+    overrides = [
+        f"model.path={model}",
+        "model.bootstrap=null",
+        "engine.threads=1",  # as each of 2 workers on 2 cores gets: torch with 2 threads under load is ~10x slower
+        f"engine.workers={workers}",
+        "engine.isolation=inline",
+    ]
     run_dir = prepare_run(root / f"sample-w{workers}", overrides)
     cfg = load_config(run_dir / "config.yaml")
     start = time.perf_counter()
@@ -116,7 +123,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 4, 16])
     parser.add_argument("--shards", type=int, default=2000)
     parser.add_argument(
         "--dir", default=str(ROOT / "artifacts"), help="where the stage folders go (the store's filesystem)"

@@ -73,3 +73,34 @@ def test_placement_defaults_and_partial_sections(tmp_path):
         ConfigError, match="placement.train.runs is 2, but train is not a data-parallel stage"
     ):
         load_config(None, ["placement.train.runs=2"])
+
+
+def _launch(tmp_path, **settings):
+    import yaml
+
+    from selftrain.training.launch import check_launch_config
+
+    base = {"distributed_type": "MULTI_CPU", "num_processes": 4, "num_machines": 2, "machine_rank": 1}
+    path = tmp_path / "acc.yaml"
+    path.write_text(yaml.safe_dump({**base, **settings}))
+    return check_launch_config(load_config(None, [f"training.accelerate_config={path}"]))
+
+
+def test_multi_node_launch_fields_are_checked(tmp_path):
+    ok = _launch(tmp_path, main_process_ip="10.0.0.1", main_process_port=29500)
+    assert ok.settings["machine_rank"] == 1
+    with pytest.raises(ConfigError, match="needs main_process_ip"):
+        _launch(tmp_path, main_process_port=29500)
+    with pytest.raises(ConfigError, match="needs main_process_port"):
+        _launch(tmp_path, main_process_ip="10.0.0.1")
+    with pytest.raises(ConfigError, match=r"machine_rank 2 is not in 0..1"):
+        _launch(tmp_path, machine_rank=2, main_process_ip="10.0.0.1", main_process_port=29500)
+    with pytest.raises(ConfigError, match="not a multiple of num_machines 2"):
+        _launch(tmp_path, num_processes=3, main_process_ip="10.0.0.1", main_process_port=29500)
+    # the shipped example passes as it is
+    from selftrain.training.launch import check_launch_config
+    from tests.conftest import ROOT
+
+    path = ROOT / "configs" / "accelerate" / "multinode-example.yaml"
+    example = load_config(None, [f"training.accelerate_config={path}", "training.bf16=true"])
+    assert check_launch_config(example).settings["num_machines"] == 2
