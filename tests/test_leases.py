@@ -90,6 +90,7 @@ def _start_worker(run_dir, host: str, env: dict | None = None) -> subprocess.Pop
     )
 
 
+@pytest.mark.slow
 def test_workers_on_three_hosts_one_killed_mid_shard(tiny_model, tmp_path, capsys):
     """Three `selftrain work` processes as hosts a, b, c on one sample stage; a is SIGKILLed right after its
     first claim. b and c take its shard over once the lease expires; the table equals a single-process run's;

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import time
 from collections.abc import Iterator
@@ -140,11 +139,10 @@ def _produce(  # noqa: ANN202
                 SamplingSpec(s.n, s.temperature, s.top_p, s.max_tokens, shard_seed(seed, iteration, i)),
             )
 
-    first = next(todo, None)
-    if first is None:
-        return  # nothing to claim: no model load
-    todo = itertools.chain([first], todo)
-    for index, outs in lazy.engine.generate_shards(requests()):
+    # The engine starts before the first claim (this runs only while shards remain): no lease ages during a
+    # long model load, and no heartbeat thread is alive when vLLM forks its engine-core process.
+    engine = lazy.engine
+    for index, outs in engine.generate_shards(requests()):
         yield index, sample_rows(groups[index], prompts.pop(index), outs)
 
 
