@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from selftrain.logs import setup_logging
-from selftrain.spec import STAGES
+from selftrain.spec import STAGES, kind
 
 log = logging.getLogger("selftrain")
 
@@ -98,7 +98,13 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from selftrain.config import load_config
-    from selftrain.console import accuracy_lines, method_report_lines, status_json
+    from selftrain.console import (
+        accuracy_lines,
+        method_report_lines,
+        shard_lines,
+        shard_progress,
+        status_json,
+    )
     from selftrain.plan import method_stages, stage_state
     from selftrain.store import RunStore, StoreError
 
@@ -121,6 +127,12 @@ def cmd_status(args: argparse.Namespace) -> int:
             cells.append(f"{st.status:<9}")
             if st.status in ("stale", "failed", "damaged"):
                 notes.append(f"  iter-{it:03d}/{stage} {st.status}: {'; '.join(st.reasons)}")
+            working = st.status in ("partial", "failed")  # a data-parallel stage may be mid-way
+            progress = shard_progress(store, it, stage, cfg.store.lease_seconds) if working else None
+            if progress:
+                lines = shard_lines(progress)
+                notes.append(f"  iter-{it:03d}/{stage} {lines[0]}")
+                notes += lines[1:]
         _out(f"{it:>9}  " + "  ".join(cells))
     for n in notes:
         _out(n)
@@ -134,6 +146,37 @@ def cmd_status(args: argparse.Namespace) -> int:
     lines = [*accuracy_lines(accuracy_table(store)), *judge_lines(judge_table(store))]
     for line in [*lines, *method_report_lines(store)]:
         _out(line)
+    return 0
+
+
+def cmd_work(args: argparse.Namespace) -> int:
+    from selftrain.plan import stage_state
+    from selftrain.stages.worker import work
+    from selftrain.store import RunStore, StoreError
+
+    store = RunStore(args.run)
+    if not store.config_path.exists():
+        raise StoreError(f"{args.run} is not a run folder (no config.yaml)")
+    from selftrain.config import load_config
+
+    cfg = load_config(store.config_path)
+    iteration = args.iteration
+    if iteration is None:  # the first iteration whose stage is not done
+        iteration = next(
+            (i for i in range(cfg.run.iterations) if stage_state(cfg, store, i, args.stage).status != "done"),
+            None,
+        )
+        if iteration is None:
+            raise StoreError(f"{args.run}: {args.stage} is done in every iteration")
+    state = stage_state(cfg, store, iteration, args.stage)
+    if state.status == "done":
+        _out(f"iter-{iteration:03d}/{args.stage} is complete: nothing to do")
+        return 0
+    if state.status in ("blocked", "stale", "damaged"):
+        raise StoreError(f"iter-{iteration:03d}/{args.stage} is {state.status}: the run must handle it first")
+    manifest = work(store, iteration, args.stage)
+    who = "this worker wrote the manifest" if manifest else "another worker writes the manifest"
+    _out(f"iter-{iteration:03d}/{args.stage}: no shard left to claim; {who}")
     return 0
 
 
@@ -267,6 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="check every file of every complete stage against its sha256")
     v.add_argument("run", help="run folder")
     v.set_defaults(fn=cmd_verify)
+
+    w = sub.add_parser(
+        "work",
+        help="one more worker on a data-parallel stage of a running run (any machine sharing the store)",
+    )
+    w.add_argument("run", help="run folder on the shared filesystem")
+    w.add_argument("--stage", required=True, choices=[n for n in STAGES if kind(n).parallel])
+    w.add_argument("--iteration", type=int, help="default: the first iteration whose stage is not done")
+    w.set_defaults(fn=cmd_work)
 
     rr = sub.add_parser("rerun", help="redo one stage of one iteration and what depends on it")
     rr.add_argument("run")

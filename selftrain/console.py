@@ -84,6 +84,38 @@ def method_report_lines(store: RunStore) -> list[str]:
     return getattr(importlib.import_module(module), func)(store)
 
 
+def shard_progress(store: RunStore, iteration: int, stage: str, ttl_s: float) -> dict | None:
+    """A data-parallel stage being worked: shards done / claimed / free and who holds each live claim."""
+    from selftrain.leases import lease_status
+
+    total, done, claims = lease_status(store.stage_dir(iteration, stage), ttl_s)
+    if total is None:
+        return None
+    live = [c for c in claims if c.live]
+    return {
+        "total": total,
+        "done": done,
+        "claimed": len(live),
+        "free": total - done - len(live),
+        "claims": [
+            {"shard": c.index, "host": c.host, "pid": c.pid, "age_s": round(c.age_s, 1), "live": c.live}
+            for c in claims
+        ],
+    }
+
+
+def shard_lines(progress: dict) -> list[str]:
+    """`status` lines of shard_progress: the counts, then one line per claim."""
+    p = progress
+    lines = [f"shards: {p['done']} done, {p['claimed']} claimed, {p['free']} free (of {p['total']})"]
+    for c in p["claims"]:
+        state = (
+            f"renewed {c['age_s']:.0f}s ago" if c["live"] else f"expired ({c['age_s']:.0f}s), free to take"
+        )
+        lines.append(f"    part-{c['shard']:05d}: {c['host']} pid {c['pid']}, {state}")
+    return lines
+
+
 def status_json(cfg: Config, store: RunStore, iterations: list[int]) -> dict:
     """`status --json`: the run state (stage statuses, with reasons) and the evaluation rows."""
     state = []
@@ -92,6 +124,10 @@ def status_json(cfg: Config, store: RunStore, iterations: list[int]) -> dict:
         for stage in method_stages(cfg):
             st = stage_state(cfg, store, it, stage)
             stages[stage] = {"status": st.status, **({"reasons": st.reasons} if st.reasons else {})}
+            if st.status in ("partial", "failed"):
+                progress = shard_progress(store, it, stage, cfg.store.lease_seconds)
+                if progress:
+                    stages[stage]["shards"] = progress
         state.append({"iteration": it, "stages": stages})
     return {
         "run": str(store.run_dir),

@@ -7,7 +7,12 @@ The CLI boundary prints these instead of a traceback; library code raises its ow
 from __future__ import annotations
 
 import errno
+import logging
+import os
+import signal
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 # OSErrors that are about the machine, not a bug: the user frees space or fixes permissions and reruns.
 ENVIRONMENT_ERRNOS = {
@@ -46,3 +51,12 @@ def environment_error_line(e: BaseException) -> str | None:
             return f"disk full while saving weights ({text.splitlines()[0][:200]}); {RESUME_HINT}"
         e = e.__cause__ or e.__context__  # type: ignore[assignment]
     return None
+
+
+def maybe_kill(stage: str, unit: str, index: int) -> None:
+    """Fault injection for the crash tests: SELFTRAIN_KILL_AT=stage:unit:index SIGKILLs this process right
+    after that unit completed (index `*`: the first), exactly as a machine failure would."""
+    spec = os.environ.get("SELFTRAIN_KILL_AT")
+    if spec and spec in (f"{stage}:{unit}:{index}", f"{stage}:{unit}:*"):
+        log.warning("SELFTRAIN_KILL_AT=%s: killing this process", spec)
+        os.kill(os.getpid(), signal.SIGKILL)

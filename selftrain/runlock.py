@@ -37,6 +37,12 @@ def read_owner(path: Path) -> dict[str, Any] | None:
     return owner if isinstance(owner, dict) and "pid" in owner else None
 
 
+def host_id() -> str:
+    """This machine's name in lock and lease records: SELFTRAIN_HOST where set (containers that share a host
+    name, or the tests' stand-in machines), else the host name."""
+    return os.environ.get("SELFTRAIN_HOST") or socket.gethostname()
+
+
 def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
@@ -66,9 +72,10 @@ def _write_temp(path: Path, text: str) -> Path:
     return tmp
 
 
-def _create(path: Path, text: str) -> bool:
-    """Create `path` holding `text` atomically; False if it already exists."""
-    tmp = _write_temp(path, text)
+def link_new(tmp: Path, path: Path) -> bool:
+    """Give the finished file `tmp` the name `path` unless `path` exists; removes tmp. Atomic: link(2) creates
+    the name or fails with EEXIST in one operation, also on NFS (one LINK call, the classic NFS lock-file
+    recipe) and Lustre (the MDS serializes namespace operations), and the name appears with its content."""
     try:
         os.link(tmp, path)
         return True
@@ -76,18 +83,27 @@ def _create(path: Path, text: str) -> bool:
         return False
     except OSError as e:
         if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
-            raise StoreError(f"cannot create the lock file {path}: {e.strerror or e}") from None
-        # a filesystem without hard links: exclusive create, then the content (not atomic, but an empty
-        # lock left by a crash in between is taken over by the next run)
+            raise
+        # a filesystem without hard links: exclusive create (atomic on NFSv3+ and Lustre), then the content
+        # (not atomic: a reader may see it empty for a moment; an empty lock left by a crash is taken over)
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as out, open(tmp, "rb") as src:
+            out.write(src.read())
         return True
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _create(path: Path, text: str) -> bool:
+    """Create `path` holding `text` atomically; False if it already exists."""
+    tmp = _write_temp(path, text)
+    try:
+        return link_new(tmp, path)
+    except OSError as e:
+        raise StoreError(f"cannot create the lock file {path}: {e.strerror or e}") from None
 
 
 def _take_over(path: Path, inode: int) -> None:
@@ -112,7 +128,7 @@ def hold(run_dir: Path) -> Iterator[None]:
     if os.environ.get("SELFTRAIN_LOCK_OWNER") == str(os.getpid()) and path.exists():
         yield  # re-entrant: a flow inside `selftrain run` already holds it
         return
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": now()}
+    me = {"pid": os.getpid(), "host": host_id(), "since": now()}
     deadline = time.monotonic() + UNREADABLE_GRACE_S + 5
     while not _create(path, json.dumps(me)):
         try:

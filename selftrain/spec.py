@@ -63,6 +63,10 @@ class StageSpec:
     only_when: tuple[tuple[str, Callable[[Config], bool]], ...] = ()
     doc: str = ""
     module: str = ""  # has `run(cfg, inputs, writer) -> Manifest`; default selftrain.stages.<name>
+    # data-parallel: its shards are claimed with leases (selftrain.leases), so any number of workers on any
+    # machines sharing the store can work it (`selftrain work`); its run() returns None in every worker but
+    # the one that writes the manifest
+    parallel: bool = False
 
     def __post_init__(self) -> None:
         if not self.module:
@@ -154,6 +158,7 @@ KINDS: dict[str, StageSpec] = {
             # the policy iteration i-1 trained samples (the base model in iteration 0)
             inputs=(Input(QUESTIONS), PREVIOUS_POLICY),
             runs=Runs.ENGINE,
+            parallel=True,
             doc="sampling.n completions per question from the current policy",
         ),
         # self-evaluation: the policy judges its own samples
@@ -164,6 +169,7 @@ KINDS: dict[str, StageSpec] = {
             only_when=LLM_JUDGE_ONLY,
             inputs=(Input("sample"), PREVIOUS_POLICY),  # ...and judges its own samples (self-evaluation)
             runs=Runs.ENGINE,
+            parallel=True,
             doc="the judge's confidence in each sample",
         ),
         # no model: seconds, in the orchestrating process
@@ -189,6 +195,7 @@ KINDS: dict[str, StageSpec] = {
             only_when=LLM_JUDGE_ONLY,
             inputs=(Input(POLICY),),
             runs=Runs.ENGINE,
+            parallel=True,
             doc="accuracy of this iteration's policy (and in iteration 0 the base model) on data.eval",
         ),
         # STaSC (self-taught self-correction): initial -> correct -> filter -> sft -> evaluate_correction
@@ -201,6 +208,7 @@ KINDS: dict[str, StageSpec] = {
                 Input(POLICY, previous=True, when=lambda cfg: cfg.stasc.initial_answer_with_new_model),
             ),
             runs=Runs.ENGINE,
+            parallel=True,
             doc="stasc.initial.n initial answers per question (by M0, or the newest policy)",
         ),
         # self-correction: the policy corrects each initial answer

@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,6 +27,9 @@ from selftrain import runlock
 from selftrain.errors import StoreError, now
 from selftrain.schemas import SCHEMA_VERSION
 from selftrain.spec import KINDS
+
+if TYPE_CHECKING:
+    from selftrain.leases import Leases
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,9 @@ class ShardInfo(BaseModel):
     sha256: str
     bytes: int | None = Field(
         None, description="File size: `status` compares it (cheap); None in old manifests."
+    )
+    writer: str | None = Field(
+        None, description="host:pid of the worker that wrote it (data-parallel stages); None where unknown."
     )
 
 
@@ -116,7 +122,11 @@ def remove_dead_temp_files(folder: Path) -> list[Path]:
     and readers skip it (dot prefix), so nothing else would ever clean it up."""
     removed = []
     for tmp in folder.glob(".*.tmp-*"):
-        pid = tmp.name.rsplit(".tmp-", 1)[1]
+        owner = tmp.name.rsplit(".tmp-", 1)[1]
+        # `<pid>`, or `<host>-<pid>` from a data-parallel worker: only this host's dead writers are known dead
+        host, _, pid = owner.rpartition("-")
+        if host and host != runlock.host_id():
+            continue
         if pid.isdigit() and not runlock.pid_alive(int(pid)) and tmp.is_file():
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
@@ -129,18 +139,35 @@ def shard_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
 
-def write_shard(out_dir: Path, index: int, rows: list[dict[str, Any]], schema: pa.Schema) -> ShardInfo:
-    """Write rows as one Parquet shard through `schema` (temp file + rename)."""
+def write_shard(
+    out_dir: Path, index: int, rows: list[dict[str, Any]], schema: pa.Schema, leases: Leases | None = None
+) -> ShardInfo | None:
+    """Write rows as one Parquet shard through `schema` (temp file + rename). With `leases` (a data-parallel
+    stage): published only while this worker holds the shard's lease, and never over an existing shard;
+    None when not published."""
+    from selftrain.leases import LeaseLost
+
     table = pa.Table.from_pylist(rows, schema=schema)
     path = out_dir / shard_name(index)
-    tmp = out_dir / f".{path.name}.tmp-{os.getpid()}"
+    owner = f"{runlock.host_id()}-{os.getpid()}" if leases else str(os.getpid())
+    tmp = out_dir / f".{path.name}.tmp-{owner}"
     try:
         if table.num_rows:
             pq.write_table(table, tmp)
         else:  # no row group at all: datasets' parquet loader fails on an empty one (batch size 0)
             with pq.ParquetWriter(tmp, table.schema):
                 pass
-        os.replace(tmp, path)
+        if leases is None:
+            os.replace(tmp, path)
+        else:
+            leases.check(leases.key(index))  # LeaseLost: another worker has it now
+            if not runlock.link_new(tmp, path):
+                log.warning("%s was published by another worker; this copy is dropped", path.name)
+                return None
+    except LeaseLost as e:
+        log.warning("%s not published: %s", path.name, e)
+        tmp.unlink(missing_ok=True)
+        return None
     except BaseException:
         tmp.unlink(missing_ok=True)  # a full disk must not leave half a shard behind
         raise
@@ -231,8 +258,10 @@ def load_manifest(stage_dir: Path) -> Manifest | None:
         raise StoreError(f"corrupt manifest {path}") from None
 
 
-def write_manifest(stage_dir: Path, manifest: Manifest) -> None:
+def write_manifest(stage_dir: Path, manifest: Manifest, leases: Leases | None = None) -> None:
     atomic_write_text(stage_dir / MANIFEST, manifest.model_dump_json(indent=2))
+    if leases is not None:
+        leases.release_all(remove=False)  # the manifest's claim stays: a later claimant finds the manifest
     for name in (STARTED, FAILED, DAMAGED):
         remove_marker(stage_dir, name)
 
@@ -304,14 +333,24 @@ class StageWriter:
     """Writes one stage's shards with resume: finished shards of an interrupted attempt with the same
     fingerprint are kept; anything else in the folder is moved aside first."""
 
-    def __init__(self, stage_dir: Path, fp: str):
+    def __init__(self, stage_dir: Path, fp: str, join: bool = False):
+        """`join`: a worker joining a stage that others work (`selftrain work`): never moves the folder aside;
+        a folder of another attempt or a complete one is an error."""
         self.dir = stage_dir
         self.fp = fp
         self.started_at = now()
+        self.leases: Leases | None = None  # the manifest's claim, in a data-parallel stage's last worker
         started = marker(stage_dir, STARTED)
         if stage_dir.exists():
             prev = json.loads(started.read_text()).get("fingerprint") if started.exists() else None
-            if prev != fp or marker(stage_dir, MANIFEST).exists():
+            if join and marker(stage_dir, MANIFEST).exists():
+                raise StoreError(f"{stage_dir} is complete: nothing to work on")
+            if join and started.exists() and prev != fp:
+                raise StoreError(
+                    f"{stage_dir} holds an attempt of another config (fingerprint {prev}, this one {fp}): "
+                    "start the stage from the run (`selftrain run`) first"
+                )
+            if not join and (prev != fp or marker(stage_dir, MANIFEST).exists()):
                 move_aside(stage_dir, "replaced")
         stage_dir.mkdir(parents=True, exist_ok=True)
         remove_dead_temp_files(stage_dir)

@@ -75,9 +75,14 @@ def prefect_server(tmp_path) -> Iterator[Server]:
     prefect = str(Path(sys.executable).with_name("prefect"))
     procs: list[subprocess.Popen] = []
 
-    def start(cmd: list[str], **kw) -> subprocess.Popen:
+    def start(cmd: list[str], extra_env: dict | None = None, **kw) -> subprocess.Popen:
         p = subprocess.Popen(
-            cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, **kw
+            cmd,
+            env={**env, **(extra_env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            **kw,
         )
         procs.append(p)
         return p

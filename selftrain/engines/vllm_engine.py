@@ -38,6 +38,28 @@ def _adapter_rank(adapter: str) -> int:
         return 0
 
 
+def engine_parallel_kwargs(cfg: Config) -> dict:
+    """How one engine spreads a large model over GPUs (engine.tensor_parallel_size & co), as vLLM's LLM()
+    arguments; empty for a one-GPU engine, so a small model's engine is started exactly as before."""
+    e = cfg.engine
+    out: dict = {}
+    if e.tensor_parallel_size > 1:
+        out["tensor_parallel_size"] = e.tensor_parallel_size
+    if e.pipeline_parallel_size > 1:
+        out["pipeline_parallel_size"] = e.pipeline_parallel_size
+    if e.distributed_executor_backend:
+        import importlib.util
+
+        if e.distributed_executor_backend == "ray" and importlib.util.find_spec("ray") is None:
+            from selftrain.config import ConfigError
+
+            raise ConfigError(
+                "engine.distributed_executor_backend: ray needs the ray package (pip install ray)"
+            )
+        out["distributed_executor_backend"] = e.distributed_executor_backend
+    return out
+
+
 @ENGINES.register("vllm")
 class VLLMEngine:
     def __init__(self, cfg: Config, adapter: str | None = None):
@@ -57,6 +79,7 @@ class VLLMEngine:
         }
         if cfg.engine.max_model_len:
             kwargs["max_model_len"] = cfg.engine.max_model_len
+        kwargs.update(engine_parallel_kwargs(cfg))
         self.lora = None
         if adapter:
             rank = max(cfg.engine.max_lora_rank, _adapter_rank(adapter))

@@ -27,19 +27,31 @@ def open_stage(
     stage: str,
     *,
     writes: bool = True,
+    join: bool = False,
     setup_first: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
 ) -> Iterator[tuple[StageInputs, StageWriter | None]]:
     """(inputs, writer) of one stage; a failure inside the block is recorded in the stage folder.
 
     `writes`: this process prepares the folder (or resumes an attempt with the same fingerprint) and may write
-    the manifest; false for the non-main ranks of a distributed stage, which get no writer. `setup_first`
+    the manifest; false for the non-main ranks of a distributed stage, which get no writer. `join`: a worker
+    joining a data-parallel stage that others work (never moves the folder aside). `setup_first`
     wraps the folder set-up (accelerate's `main_process_first`: rank 0 prepares it before the others look).
     """
     exp = expected(cfg, store, iteration, stage)
     if exp is None:
         raise StoreError(f"iter-{iteration:03d}/{stage}: an upstream stage is not complete")
     fp, conf, upstream = exp
-    inputs = StageInputs(store, iteration, stage, fp, conf, upstream, policy_stage(cfg), questions_stage(cfg))
+    inputs = StageInputs(
+        store,
+        iteration,
+        stage,
+        fp,
+        conf,
+        upstream,
+        policy_stage(cfg),
+        questions_stage(cfg),
+        cfg.store.lease_seconds,
+    )
     log.info("iter-%03d/%s starting (fingerprint %s)", iteration, stage, fp)
     # the keys this stage read; the whole config is logged once per run (runner.prepare)
     log.debug(
@@ -52,7 +64,7 @@ def open_stage(
     writer = None
     with setup_first():
         if writes:
-            writer = StageWriter(store.stage_dir(iteration, stage), fp)
+            writer = StageWriter(store.stage_dir(iteration, stage), fp, join=join)
     try:
         yield inputs, writer
     except BaseException as e:

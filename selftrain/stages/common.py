@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,6 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from selftrain.faults import maybe_kill
 from selftrain.store import (
     Manifest,
     RunStore,
@@ -38,6 +37,7 @@ class StageInputs:
     upstream: dict[str, str]
     policy: str = "train"  # the method's policy stage (selftrain.plan.policy_stage)
     questions: str = "questions"  # the method's questions stage (selftrain.plan.questions_stage)
+    lease_s: float = 60.0  # store.lease_seconds: shard leases of data-parallel stages
 
     def table(self, stage: str, iteration: int | None = None) -> pa.Table:
         it = self.iteration if iteration is None else iteration
@@ -68,15 +68,6 @@ def versions() -> dict[str, str]:
     return out
 
 
-def maybe_kill(stage: str, unit: str, index: int) -> None:
-    """Fault injection for the crash tests: SELFTRAIN_KILL_AT=stage:unit:index SIGKILLs this process right
-    after that unit completed, exactly as a machine failure would."""
-    spec = os.environ.get("SELFTRAIN_KILL_AT")
-    if spec and spec == f"{stage}:{unit}:{index}":
-        log.warning("SELFTRAIN_KILL_AT=%s: killing this process", spec)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def chunks(rows: list[dict], size: int) -> Iterator[list[dict]]:
     for i in range(0, len(rows), size):
         yield rows[i : i + size]
@@ -89,72 +80,44 @@ def write_sharded(
     make_rows: Callable[[list[dict], int], list[dict]] | None,
     schema: pa.Schema,
     desc: str,
-    worker: tuple[int, int] | None = None,
-    produce: Callable[[list[int]], Iterator[tuple[int, list[dict]]]] | None = None,
-) -> list[ShardInfo]:
+    produce: Callable[[Iterator[int]], Iterator[tuple[int, list[dict]]]] | None = None,
+) -> list[ShardInfo] | None:
     """Shard i holds the rows of groups[i]. Shards finished by an interrupted attempt are kept as they are.
 
-    Rows come from make_rows(groups[i], i), shard by shard, or from `produce(missing indices)`, which may
-    yield shards in any order (an engine that keeps several shards in flight). With `worker=(k, n)` only
-    shards i with i % n == k are handled: n data-parallel workers write disjoint shards of one stage folder,
-    and the parent writes the single manifest afterwards.
+    Rows come from make_rows(groups[i], i), shard by shard, or from `produce(indices)`, which may yield shards
+    in any order (an engine that keeps several shards in flight) and takes the indices as it needs them.
+    A data-parallel stage kind (spec `parallel`) claims each shard with a lease first, so that any number of
+    workers share the folder (selftrain.stages.parallel); then only the worker that is to write the manifest
+    gets the shards back, every other one None.
     """
     from selftrain.progress import Progress
+    from selftrain.spec import kind
 
-    mine = [i for i in range(len(groups)) if worker is None or i % worker[1] == worker[0]]
-    shards: dict[int, ShardInfo] = {}
-    for index in mine:
-        done = writer.done_shard(index)
-        if done is not None:
-            shards[index] = done
-    missing = [i for i in mine if i not in shards]
-    if shards:
-        log.info("%s: reusing %d finished shard(s), %d to do", desc, len(shards), len(missing))
     if produce is None:
         assert make_rows is not None
         produce = lambda todo: ((i, make_rows(groups[i], i)) for i in todo)  # noqa: E731
+    if kind(inputs.stage).parallel:
+        from selftrain.stages.parallel import work_shards
+
+        sizes = [len(g) for g in groups]
+        return work_shards(writer, inputs.stage, sizes, produce, schema, desc, inputs.lease_s)
+    shards: dict[int, ShardInfo] = {}
+    for index in range(len(groups)):
+        done = writer.done_shard(index)
+        if done is not None:
+            shards[index] = done
+    missing = [i for i in range(len(groups)) if i not in shards]
+    if shards:
+        log.info("%s: reusing %d finished shard(s), %d to do", desc, len(shards), len(missing))
     # counted in questions, not shards: a handful of shards makes a coarse bar and a useless rate
     with Progress(sum(len(groups[i]) for i in missing), desc, unit="question") as bar:
-        for index, rows in produce(missing):
-            shards[index] = write_shard(writer.dir, index, rows, schema)
+        for index, rows in produce(iter(missing)):
+            info = write_shard(writer.dir, index, rows, schema)
+            assert info is not None
+            shards[index] = info
             bar.update(len(groups[index]))
             maybe_kill(inputs.stage, "shard", index)
-    return [shards[i] for i in mine]
-
-
-def run_workers(inputs: StageInputs, workers: int) -> None:
-    """Run `python -m selftrain.stages.worker` n times in parallel, one engine per device.
-
-    On GPUs each worker sees one device (CUDA_VISIBLE_DEVICES); on CPUs the cores are split between them.
-    """
-    import subprocess
-
-    gpus = _gpu_count()
-    procs = []
-    for k in range(workers):
-        env = dict(os.environ)
-        if gpus >= workers:
-            env["CUDA_VISIBLE_DEVICES"] = str(k)
-        else:
-            threads = str(max(1, (os.cpu_count() or 1) // workers))
-            env.update(OMP_NUM_THREADS=threads, VLLM_CPU_OMP_THREADS_BIND="nobind")
-        cmd = [sys.executable, "-m", "selftrain.stages.worker", str(inputs.store.run_dir)]
-        cmd += [str(inputs.iteration), inputs.stage, str(k), str(workers)]
-        procs.append(subprocess.Popen(cmd, env=env))
-    codes = [p.wait() for p in procs]
-    if any(codes):
-        raise RuntimeError(
-            f"iter-{inputs.iteration:03d}/{inputs.stage}: data-parallel workers exited with {codes}"
-        )
-
-
-def _gpu_count() -> int:
-    try:
-        import torch
-
-        return torch.cuda.device_count()
-    except ImportError:
-        return 0
+    return [shards[i] for i in range(len(groups))]
 
 
 def finish(
@@ -178,7 +141,7 @@ def finish(
         versions=versions(),
         stats=stats,
     )
-    write_manifest(writer.dir, manifest)
+    write_manifest(writer.dir, manifest, writer.leases)
     log.info("iter-%03d/%s complete: %s", inputs.iteration, inputs.stage, stats)
     return manifest
 

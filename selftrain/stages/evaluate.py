@@ -154,6 +154,8 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
     finally:
         for e in engines.values():
             e.close()
+    if shards is None:
+        return None  # type: ignore[return-value]  # another worker writes the manifest
     return finish_eval(
         writer, inputs, shards, metrics_by_source(read_shards(writer.dir, shards, EVAL).to_pylist())
     )

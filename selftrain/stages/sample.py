@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Iterator
 
 from selftrain.config import Config, SamplingConfig
 from selftrain.engines import load_engine
@@ -12,15 +13,8 @@ from selftrain.engines.base import SamplingSpec
 from selftrain.grading import extract_answer
 from selftrain.prompts import PromptBuilder
 from selftrain.schemas import SAMPLES
-from selftrain.stages.common import (
-    StageInputs,
-    chunks,
-    finish,
-    run_workers,
-    shard_seed,
-    write_sharded,
-)
-from selftrain.store import Manifest, StageWriter
+from selftrain.stages.common import StageInputs, chunks, finish, shard_seed, write_sharded
+from selftrain.store import Manifest, StageWriter, StoreError, load_manifest
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +66,9 @@ def sample_rows(group: list[dict], prompts: list[str], outs: list) -> list[dict]
     return rows
 
 
-def run(
-    cfg: Config, inputs: StageInputs, writer: StageWriter, worker: tuple[int, int] | None = None
-) -> Manifest:
+def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest | None:
     return sample_questions(
-        cfg, inputs, writer, cfg.sampling, inputs.policy_adapter(), worker=worker, workers=cfg.engine.workers
+        cfg, inputs, writer, cfg.sampling, inputs.policy_adapter(), workers=cfg.engine.workers
     )
 
 
@@ -86,21 +78,22 @@ def sample_questions(
     writer: StageWriter,
     sampling: SamplingConfig,
     adapter: str | None,
-    worker: tuple[int, int] | None = None,
     workers: int = 1,
-) -> Manifest:
+) -> Manifest | None:
     """`sampling.n` completions per question of this iteration from the base model with `adapter`; shared by
-    the stages that sample answers (sample, and STaSC's initial)."""
+    the stages that sample answers (sample, and STaSC's initial). None in a data-parallel worker that did not
+    write the manifest."""
     questions = inputs.questions_table().to_pylist()
     groups = list(chunks(questions, cfg.data.shard_size))
-    if worker is None and workers > 1:
-        # data-parallel: each worker process owns every n-th shard; this process writes the manifest
-        run_workers(inputs, workers)
-        shards = [writer.done_shard(i) for i in range(len(groups))]
-        missing = [i for i, s in enumerate(shards) if s is None]
-        if missing:
-            raise RuntimeError(f"sample workers left shards {missing} unwritten")
-        return finish(writer, inputs, shards, _stats(writer, shards))
+    if workers > 1:
+        # one worker process per device, sharing the shards through leases; the last one writes the manifest
+        from selftrain.stages.parallel import run_workers
+
+        run_workers(inputs, workers, cfg.engine.gpus_per_engine)
+        manifest = load_manifest(writer.dir)
+        if manifest is None:
+            raise StoreError(f"iter-{inputs.iteration:03d}/{inputs.stage}: the workers wrote no manifest")
+        return manifest
     lazy = LazyEngine(cfg, adapter)
     start = time.perf_counter()
     try:
@@ -111,7 +104,6 @@ def sample_questions(
             None,
             SAMPLES,
             f"{inputs.stage} iter-{inputs.iteration:03d}",
-            worker=worker,
             produce=lambda todo: _produce(cfg.run.seed, sampling, lazy, inputs.iteration, groups, todo),
         )
         # engine start and shutdown are reported apart: they are fixed costs, not throughput
@@ -121,13 +113,18 @@ def sample_questions(
         }
     finally:
         lazy.close()
-    if worker is not None:
-        return None  # type: ignore[return-value]  # the parent writes the manifest
+    if shards is None:
+        return None  # another worker writes the manifest
     return finish(writer, inputs, shards, {**_stats(writer, shards), **timing})
 
 
 def _produce(  # noqa: ANN202
-    seed: int, s: SamplingConfig, lazy: LazyEngine, iteration: int, groups: list[list[dict]], todo: list[int]
+    seed: int,
+    s: SamplingConfig,
+    lazy: LazyEngine,
+    iteration: int,
+    groups: list[list[dict]],
+    todo: Iterator[int],
 ):
     """The missing shards go to the engine as one stream; each comes back as soon as it is complete.
     Prompts are rendered as the engine asks for the next shard, so memory follows the engine's window."""
@@ -142,9 +139,10 @@ def _produce(  # noqa: ANN202
                 SamplingSpec(s.n, s.temperature, s.top_p, s.max_tokens, shard_seed(seed, iteration, i)),
             )
 
-    if not todo:
-        return
-    for index, outs in lazy.engine.generate_shards(requests()):
+    # The engine starts before the first claim (this runs only while shards remain): no lease ages during a
+    # long model load, and no heartbeat thread is alive when vLLM forks its engine-core process.
+    engine = lazy.engine
+    for index, outs in engine.generate_shards(requests()):
         yield index, sample_rows(groups[index], prompts.pop(index), outs)
 
 

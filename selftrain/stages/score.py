@@ -39,6 +39,8 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
         )
     finally:
         lazy.close()
+    if shards is None:
+        return None  # type: ignore[return-value]  # another worker writes the manifest
     t = read_shards(writer.dir, shards, SCORES)
     scores = [s for s in t.column("score").to_pylist() if s is not None]
     stats = {

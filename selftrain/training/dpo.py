@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from selftrain.config import Config
-from selftrain.stages.common import maybe_kill
+from selftrain.faults import maybe_kill
 from selftrain.store import atomic_write_text
 
 if TYPE_CHECKING:

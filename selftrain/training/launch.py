@@ -62,7 +62,42 @@ def check_launch_config(cfg: Config) -> LaunchConfig:
         )
     if precision == "fp16":
         raise ConfigError(f"{config_file}: mixed_precision fp16 is not supported (use bf16 or 'no')")
+    _check_machines(config_file, launch)
     return LaunchConfig(launch, json_path)
+
+
+def _check_machines(config_file: str, launch: dict) -> None:
+    """Multi-node fields: every node's rendezvous needs the same main address and port and its own rank; a
+    mistake here otherwise shows as every node waiting at the rendezvous until a timeout."""
+    from selftrain.config import ConfigError
+
+    try:
+        machines = int(launch.get("num_machines", 1))
+        rank = int(launch.get("machine_rank", 0))
+        processes = int(launch.get("num_processes", 1))
+        port = launch.get("main_process_port")
+        port = None if port is None else int(port)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(
+            f"{config_file}: num_machines, machine_rank, num_processes, main_process_port: {e}"
+        ) from None
+    if machines < 1 or not 0 <= rank < machines:
+        raise ConfigError(
+            f"{config_file}: machine_rank {rank} is not in 0..{machines - 1} (num_machines {machines})"
+        )
+    if machines == 1:
+        return
+    if not launch.get("main_process_ip"):
+        raise ConfigError(f"{config_file}: num_machines {machines} needs main_process_ip (rank 0's address)")
+    if port is None or not 0 < port < 65536:
+        raise ConfigError(
+            f"{config_file}: num_machines {machines} needs main_process_port (a fixed port, 1-65535)"
+        )
+    if processes % machines:
+        raise ConfigError(
+            f"{config_file}: num_processes {processes} (the total over all machines) is not a multiple of "
+            f"num_machines {machines}"
+        )
 
 
 def _read_deepspeed_json(config_file: str, name: str) -> tuple[Path, dict]:
