@@ -13,13 +13,14 @@ import selftrain.config.gsi as gs
 import selftrain.config.sections as sec
 import selftrain.config.stasc as st
 import selftrain.config.training as tr
+import selftrain.config.w2s as w2
 from selftrain.config.base import Section
 
 
 class Config(Section):
     method: str = Field(
         "core_po",
-        description="Registered method (selftrain/methods.py): core_po (the default), sc_po, stasc, gsi; picks the stages "
+        description="Registered method (selftrain/methods.py): core_po (the default), sc_po, stasc, gsi, w2s; picks the stages "
         "each iteration runs and sets its own defaults (e.g. sc_po: judge.name self_consistency) where the "
         "recipe sets nothing.",
     )
@@ -37,6 +38,7 @@ class Config(Section):
     sft: st.SftConfig = Field(default_factory=st.SftConfig)
     stasc: st.StascConfig = Field(default_factory=st.StascConfig)
     gsi: gs.GsiConfig = Field(default_factory=gs.GsiConfig)
+    w2s: w2.W2sConfig = Field(default_factory=w2.W2sConfig)
 
     @model_validator(mode="after")
     def _loss_needs_pairs(self) -> Config:
