@@ -48,7 +48,7 @@ def test_a_method_must_be_a_dag_closed_under_its_inputs():
         Method("m", ("questions", "sample", "pairs", "score", "train", "evaluate"), "train").check()
     with pytest.raises(ValueError, match="policy stage train is not one of its stages"):
         Method("m", ("questions",), "train").check()
-    assert sorted(METHODS.names()) == ["core_po", "gsi", "sc_po", "stasc"]
+    assert sorted(METHODS.names()) == ["core_po", "gsi", "sc_po", "stasc", "w2s"]
 
 
 def test_ready_starts_independent_stages_together():

@@ -76,3 +76,31 @@ def test_config_thresholds_must_be_ordered():
     assert W2sConfig().stage2.sampling.n == 10 and W2sConfig().stage2.sampling.temperature == 1.0
     with pytest.raises(ValueError, match="strong_confidence"):
         W2sConfig(stage2={"min_confidence": 0.9, "strong_confidence": 0.8})
+
+
+def test_recipes_and_the_method_dag():
+    from pathlib import Path
+
+    from selftrain.config import load_config
+    from selftrain.plan import policy_stage
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    tiny = load_config(configs / "tiny-w2s.yaml")
+    assert tiny.method == "w2s" and policy_stage(tiny) == "w2s_dpo" and tiny.run.iterations == 1
+    assert tiny.w2s.train_1_size < tiny.data.questions_per_iteration  # leaves a train_2
+    paper = load_config(configs / "llama2-w2s.yaml")
+    assert (paper.model.path, paper.w2s.weak.path) == (
+        "meta-llama/Llama-2-70b-hf",
+        "meta-llama/Llama-2-7b-hf",
+    )
+    assert paper.w2s.train_1_size == 7000 and paper.data.questions_per_iteration == 14000
+    s2 = paper.w2s.stage2
+    assert (s2.sampling.n, s2.sampling.temperature, s2.min_confidence, s2.strong_confidence) == (
+        10,
+        1.0,
+        0.6,
+        0.8,
+    )
+    assert {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"} <= set(
+        paper.training.lora.target_modules
+    )
