@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from selftrain.config import load_config
 from selftrain.methods import METHODS
 from selftrain.store import RunStore, read_stage
 from selftrain.w2s import agree, split, w2s_pair
 
-from .conftest import cli, killed_then_resumed, tiny_recipe, write_recipe
+from .conftest import ROOT, cli, killed_then_resumed, paper_on_cpu, tiny_recipe, write_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -95,3 +96,42 @@ def test_w2s_sigkill_then_resume_equals_uninterrupted(w2s_run, tmp_path, tiny_mo
     run_dir = root / "runs" / "w"
     killed_then_resumed(recipe, run_dir, "stage2_sample:shard:0", "stage2_sample")
     assert tables(run_dir) == tables(w2s_run[0])
+
+
+def test_paper_recipe_wiring_on_cpu(tmp_path, tiny_model, shared_data):
+    """configs/llama2-w2s.yaml for one iteration: the tiny model as both the weak and the strong one, local
+    GSM8K files, a CPU budget; the recipe's method, split rule, stage II rule and LoRA untouched."""
+    recipe = ROOT / "configs" / "llama2-w2s.yaml"
+    gsm = shared_data / "gsm8k"
+    overrides = {
+        **paper_on_cpu(tmp_path, tiny_model),
+        "w2s.weak.path": str(tiny_model),
+        "w2s.weak.dtype": "float32",
+        "data.train.0.path": str(gsm / "train.jsonl"),
+        "data.eval.0.path": str(gsm / "test.jsonl"),
+        "data.eval.0.limit": 2,
+        "data.questions_per_iteration": 6,
+        "data.shard_size": 3,
+        "w2s.train_1_size": 3,
+        "w2s.few_shot": 1,
+        "w2s.max_tokens": 8,
+        "w2s.stage2.sampling.n": 3,
+        "w2s.stage2.sampling.max_tokens": 8,
+        "evaluation.max_tokens": 8,
+        "training.lora.r": 4,
+        "training.lora.alpha": 8,
+        "training.bf16": False,
+        "training.max_length": 1024,  # the tiny model's positions: GSM8K solutions in characters need them
+        "engine.name": "hf",
+        "engine.isolation": "inline",
+    }
+    sets = [f"{k}={v}" for k, v in overrides.items()]
+    cfg = load_config(recipe, sets)
+    assert cfg.method == "w2s" and cfg.w2s.stage2.min_confidence == 0.6 and cfg.w2s.loss == "dpo"
+    proc = cli("run", str(recipe), "--no-prefect", *[x for s in sets for x in ("--set", s)], timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    store = RunStore(tmp_path / "runs" / "paper")
+    strong = read_stage(store.stage_dir(0, "strong_answers")).to_pylist()
+    assert len(strong) == 3 and all("Example question" not in r["prompt"] for r in strong)
+    assert len(read_stage(store.stage_dir(0, "stage2_sample")).to_pylist()) == 3 * 3
+    assert "W2S iter-000" in proc.stdout and "strong base" in proc.stdout
