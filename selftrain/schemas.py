@@ -158,3 +158,29 @@ RATIONALES = pa.schema(
         ("response_tokens", pa.int32()),
     ]
 )
+
+# Weak-to-strong stage I: the agreed train_2 questions' rationales (the weak model's and the strong model's, each
+# trained on with the plain question prompt).
+W2S_SFT = pa.schema(
+    [
+        ("question_id", pa.string()),
+        ("source", pa.string()),  # "weak" or "strong": whose rationale
+        ("prompt", pa.string()),
+        ("chosen", pa.string()),
+        ("answer", pa.string()),  # the final answer both gave
+    ]
+)
+
+# Weak-to-strong stage II: one preference pair per train_2 question that the pair rule (selftrain.w2s.w2s_pair)
+# keeps.
+W2S_PAIRS = pa.schema(
+    [
+        ("question_id", pa.string()),
+        ("prompt", pa.string()),
+        ("chosen", pa.string()),
+        ("rejected", pa.string()),
+        ("rule", pa.string()),  # weak_majority or strong_majority
+        ("majority", pa.string()),  # the stage-I model's majority answer
+        ("confidence", pa.float64()),  # majority count / samples
+    ]
+)

@@ -261,6 +261,77 @@ KINDS: dict[str, StageSpec] = {
             "rationales",
             "a LoRA adapter fine-tuned (SFT) on every kept rationale so far (GSI: from the base model)",
         ),
+        # W2S (weak-to-strong): weak_sft -> weak_answers, strong_answers -> agree -> strong_sft (stage I) ->
+        # stage2_sample -> w2s_pairs -> w2s_dpo (stage II) -> w2s_evaluate; train_1/train_2: selftrain.w2s.split
+        StageSpec(
+            name="weak_sft",
+            schema=None,
+            keys=("w2s.weak", "w2s.train_1_size", "prompt", "training", "run.seed"),
+            inputs=(Input("questions"),),
+            runs=Runs.TRAINER,
+            ignore=TRAINER_PLUMBING,
+            doc="the weak model (w2s.weak) fine-tuned (LoRA SFT) on the gold solutions of train_1",
+        ),
+        StageSpec(
+            name="weak_answers",
+            schema=schemas.SAMPLES,
+            keys=("w2s.weak", "w2s.train_1_size", "w2s.max_tokens", "prompt", "engine.name", "run.seed"),
+            inputs=(Input("questions"), Input("weak_sft")),
+            runs=Runs.ENGINE,
+            doc="the fine-tuned weak model's greedy answer to each train_2 question",
+        ),
+        StageSpec(
+            name="strong_answers",
+            schema=schemas.SAMPLES,
+            keys=model_keys("w2s.train_1_size", "w2s.few_shot", "w2s.max_tokens"),
+            inputs=(Input("questions"),),
+            runs=Runs.ENGINE,
+            doc="the strong base model's greedy few-shot answer (w2s.few_shot train_1 examples) to each train_2 "
+            "question",
+        ),
+        StageSpec(
+            name="agree",
+            schema=schemas.W2S_SFT,
+            keys=("w2s.train_1_size", "data.shard_size"),
+            inputs=(Input("questions"), Input("weak_answers"), Input("strong_answers")),
+            doc="the train_2 questions where both gave the same non-empty final answer, both rationales as SFT rows",
+        ),
+        sft_trainer(
+            "strong_sft", "agree", "stage I: the strong model fine-tuned (LoRA SFT) on the agreed rows"
+        ),
+        StageSpec(
+            name="stage2_sample",
+            schema=schemas.SAMPLES,
+            keys=model_keys("w2s.train_1_size", "w2s.stage2.sampling"),
+            inputs=(Input("questions"), Input("strong_sft")),
+            runs=Runs.ENGINE,
+            doc="w2s.stage2.sampling.n samples per train_2 question from the stage-I model",
+        ),
+        StageSpec(
+            name="w2s_pairs",
+            schema=schemas.W2S_PAIRS,
+            keys=("w2s.train_1_size", "w2s.stage2.min_confidence", "w2s.stage2.strong_confidence"),
+            inputs=(Input("questions"), Input("weak_answers"), Input("stage2_sample")),
+            doc="stage II's pairs: majority vote of the samples, confidence, weak vs strong (selftrain.w2s.w2s_pair)",
+        ),
+        StageSpec(
+            name="w2s_dpo",
+            schema=None,
+            keys=("model.path", "model.dtype", "training", "w2s.loss", "run.seed"),
+            inputs=(Input("w2s_pairs"), Input("strong_sft")),
+            runs=Runs.TRAINER,
+            # forced by the stage: DPO continuing the stage-I adapter, anchored at it
+            ignore=(*TRAINER_PLUMBING, "training.init", "training.reference", "training.loss"),
+            doc="stage II: the stage-I adapter trained on with DPO on the pairs",
+        ),
+        StageSpec(
+            name="w2s_evaluate",
+            schema=schemas.EVAL,
+            keys=model_keys("evaluation", "data.eval", "w2s.weak"),
+            inputs=(Input("weak_sft"), Input("strong_sft"), Input(POLICY)),
+            runs=Runs.ENGINE,
+            doc="greedy accuracy on data.eval of the weak model, the strong base, stage I and stage II",
+        ),
     )
 }
 

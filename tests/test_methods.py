@@ -55,6 +55,7 @@ def test_a_method_must_be_a_dag_closed_under_its_inputs():
         "self_rewarding",
         "self_rewarding_instruct",
         "stasc",
+        "w2s",
     ]
 
 

@@ -26,6 +26,7 @@ from selftrain.config.training import (
     StoreConfig,
     TrainingConfig,
 )
+from selftrain.config.w2s import Stage2Config, W2sConfig
 
 __all__ = [
     "BandConfig",
@@ -47,10 +48,12 @@ __all__ = [
     "SelfInstructConfig",
     "SftConfig",
     "SourceConfig",
+    "Stage2Config",
     "StascConfig",
     "StoreConfig",
     "TeacherConfig",
     "TrainingConfig",
+    "W2sConfig",
     "check_names",
     "dump_config",
     "flatten",

@@ -14,6 +14,7 @@ import selftrain.config.sections as sec
 import selftrain.config.self_instruct as si
 import selftrain.config.stasc as st
 import selftrain.config.training as tr
+import selftrain.config.w2s as w2
 from selftrain.config.base import Section
 from selftrain.config.placement import PlacementConfig
 
@@ -21,7 +22,7 @@ from selftrain.config.placement import PlacementConfig
 class Config(Section):
     method: str = Field(
         "core_po",
-        description="Registered method (selftrain/methods.py): core_po (the default), sc_po, stasc, gsi, "
+        description="Registered method (selftrain/methods.py): core_po (the default), sc_po, stasc, gsi, w2s, "
         "self_rewarding, self_rewarding_instruct; picks the stages "
         "each iteration runs and sets its own defaults (e.g. sc_po: judge.name self_consistency) where the "
         "recipe sets nothing.",
@@ -45,6 +46,7 @@ class Config(Section):
         default_factory=PlacementConfig,
         description="Which Prefect work pool runs each stage (several machines).",
     )
+    w2s: w2.W2sConfig = Field(default_factory=w2.W2sConfig)
 
     @model_validator(mode="after")
     def _loss_needs_pairs(self) -> Config:

@@ -25,7 +25,9 @@ TRAIN_METRICS = [
     ("rewards/accuracies", "reward accuracy"),
 ]
 # tab10 for the first ten stage kinds (the preference chain keeps its colours), Dark2 beyond
-STAGE_COLORS = dict(zip(STAGES, [*plt.get_cmap("tab10").colors, *plt.get_cmap("Dark2").colors], strict=False))
+# one colour per stage kind: 38 to pick from, more than there are kinds (a missing one is a KeyError in a report)
+_COLORS = [*plt.get_cmap("tab10").colors, *plt.get_cmap("Dark2").colors, *plt.get_cmap("tab20b").colors]
+STAGE_COLORS = dict(zip(STAGES, _COLORS, strict=False))
 RIGHT, WRONG = "#2a9d8f", "#e76f51"
 
 

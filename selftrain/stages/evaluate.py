@@ -123,6 +123,13 @@ def engine_for(engines: dict[str, LazyEngine], model: str) -> LazyEngine:
     return engines[model]
 
 
+def greedy_rows(lazy: LazyEngine, group: list[dict], greedy: SamplingSpec) -> tuple[list[str], list[dict]]:
+    """(the plain question prompts, one graded greedy row per question) of a group that `lazy` answers."""
+    prompts = [lazy.builder.question(q["question"], q["choices"]) for q in group]
+    outs = lazy.engine.generate(prompts, greedy)
+    return prompts, [_row(q, "greedy", 0, comps[0], None, True) for q, comps in zip(group, outs, strict=True)]
+
+
 def finish_eval(
     writer: StageWriter, inputs: StageInputs, shards: list, metrics: dict[str, dict[str, dict]]
 ) -> Manifest:
@@ -138,9 +145,7 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
 
     def make_rows(group: list[dict], index: int) -> list[dict]:
         lazy = engine_for(engines, group[0]["model"])
-        prompts = [lazy.builder.question(q["question"], q["choices"]) for q in group]
-        outs = lazy.engine.generate(prompts, greedy)
-        rows = [_row(q, "greedy", 0, comps[0], None, True) for q, comps in zip(group, outs, strict=True)]
+        prompts, rows = greedy_rows(lazy, group, greedy)
         if cfg.evaluation.best_of > 1:
             # a per-shard seed: a redone shard samples and judges exactly the candidates the lost one did
             seed = shard_seed(cfg.run.seed, inputs.iteration, index)

@@ -1,0 +1,50 @@
+"""W2S's evaluation: greedy accuracy on data.eval of the four models side by side: the fine-tuned weak model
+(`weak`), the strong base (`base`), stage I (`stage1`, the strong_sft adapter) and stage II (`policy`, the
+w2s_dpo adapter, the method's policy), one model in memory at a time (selftrain.w2s.MODELS)."""
+
+from __future__ import annotations
+
+from selftrain.config import Config
+from selftrain.data.sources import load_source
+from selftrain.engines.base import SamplingSpec
+from selftrain.schemas import EVAL
+from selftrain.stages.common import StageInputs, chunks, read_shards, write_sharded
+from selftrain.stages.evaluate import engine_for, finish_eval, greedy_rows, metrics_by_source
+from selftrain.stages.sample import LazyEngine
+from selftrain.stages.weak_sft import weak_config
+from selftrain.store import Manifest, StageWriter
+from selftrain.w2s import MODELS
+
+
+def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
+    questions: list[dict] = []
+    for spec in cfg.data.eval:
+        questions.extend(load_source(spec, cfg.run.seed))
+    strong, weak = cfg, weak_config(cfg)
+    adapter = lambda stage: str(inputs.store.stage_dir(inputs.iteration, stage))  # noqa: E731
+    engines = {
+        "weak": LazyEngine(weak, adapter("weak_sft")),
+        "base": LazyEngine(strong, None),
+        "stage1": LazyEngine(strong, adapter("strong_sft")),
+        "policy": LazyEngine(strong, adapter("w2s_dpo")),
+    }
+    groups = [
+        [{**q, "model": m} for q in chunk]
+        for m in MODELS
+        for chunk in chunks(questions, cfg.evaluation.batch_size)
+    ]
+    greedy = SamplingSpec(n=1, temperature=0.0, top_p=1.0, max_tokens=cfg.evaluation.max_tokens, seed=0)
+
+    def make_rows(group: list[dict], index: int) -> list[dict]:
+        del index
+        return greedy_rows(engine_for(engines, group[0]["model"]), group, greedy)[1]
+
+    try:
+        desc = f"w2s_evaluate iter-{inputs.iteration:03d}"
+        shards = write_sharded(writer, inputs, groups, make_rows, EVAL, desc)
+    finally:
+        for e in engines.values():
+            e.close()
+    return finish_eval(
+        writer, inputs, shards, metrics_by_source(read_shards(writer.dir, shards, EVAL).to_pylist())
+    )
