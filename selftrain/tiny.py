@@ -18,6 +18,7 @@ from pathlib import Path
 from selftrain.bandcheck import band_check, in_band
 from selftrain.config import BandConfig, BootstrapConfig, ConfigError
 from selftrain.data import synthetic
+from selftrain.judge_warmup import warm_up_judge
 from selftrain.packing import encode_batch, pack_batch
 from selftrain.progress import track
 from selftrain.prompts import PromptBuilder
@@ -177,7 +178,7 @@ def build_model(tokenizer, cfg: BootstrapConfig):  # noqa: ANN001, ANN201 - tran
     return LlamaForCausalLM(
         LlamaConfig(
             hidden_size=cfg.hidden_size,
-            intermediate_size=cfg.hidden_size * 4,
+            intermediate_size=cfg.intermediate_size or cfg.hidden_size * 4,
             num_hidden_layers=cfg.num_layers,
             num_attention_heads=cfg.num_heads,
             num_key_value_heads=cfg.num_heads,
@@ -277,6 +278,27 @@ def _build(out_dir: Path, cfg: BootstrapConfig) -> None:
             f"bootstrap did not reach the band within {cfg.steps} steps ({got}): raise model.bootstrap.steps"
         )
 
+    warmup = None
+    if digits and cfg.judge_warmup is not None:
+        warmup = warm_up_judge(
+            model,
+            tokenizer,
+            builder,
+            cfg.judge_warmup,
+            lambda r: _digit_solve_example(builder, r, cfg.long_fraction),
+            cfg.seed,
+        )
+        check = {
+            **band_check(model, tokenizer, builder, band, cfg.seed),
+            "step": check["step"] if check else 0,
+        }
+        log.info("bootstrap check after the judge warm-up: %s", check)
+        if not in_band(check, band):
+            raise BootstrapError(
+                f"the judge warm-up moved the model out of the band ({check}): lower "
+                "model.bootstrap.judge_warmup.learning_rate or steps, or raise its solve_fraction"
+            )
+
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
     model.eval()
@@ -287,6 +309,8 @@ def _build(out_dir: Path, cfg: BootstrapConfig) -> None:
     record = {**cfg.model_dump(), "parameters": n_params}
     if check is not None:
         record["check"] = check
+    if warmup is not None:
+        record["judge_auroc_within"] = warmup
     (tmp / "bootstrap.json").write_text(json.dumps(record, indent=2))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, out_dir)

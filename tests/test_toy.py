@@ -271,3 +271,51 @@ def test_study_reads_a_finished_run(tmp_path):
     result = toy_study.cell_result(RunStore(_fake_run(tmp_path)))
     first = result["iterations"][0]
     assert first["iteration"] == 0 and first["rows"] == 4 and first["chosen_correct"] == 1.0
+
+
+def test_judge_warmup_trains_on_own_graded_samples_in_the_core_po_formats():
+    """Judge rows are the core_po judge's plain prompts with the context drawn from the question's own
+    reasonings; training them changes the model; the AUROC probe scores CORE-PO and self-consistency on the
+    same samples; a model whose samples never parse is refused with the field named."""
+    import torch
+
+    from selftrain.config import JudgeWarmupConfig
+    from selftrain.judge_warmup import judge_aurocs, judge_prompts, train_judge, warm_up_judge
+    from selftrain.prompts import PromptBuilder
+    from selftrain.tiny import _digit_solve_example, build_model, build_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer()
+    builder = PromptBuilder(tokenizer, template="plain")
+    model = build_model(tokenizer, BootstrapConfig(hidden_size=32, num_layers=1, num_heads=2))
+    p = synthetic.DigitSum((1, 2, 3))
+    group = (p, [("1+2=3 3+3=6", "6", True), ("1+3=4 4+2=6", "6", True), ("1+2=3 3+3=7", "7", False)])
+    reasoning, answer = judge_prompts(builder, group, 2, 2, random.Random(0))
+    assert reasoning.startswith("<bos>Q: 1+2+3=?\nR: ") and reasoning.endswith(
+        "S: 1+2=3 3+3=7\nOK? A) True B) False\nJ: "
+    )
+    assert reasoning.count("R: ") == 2
+    assert answer == builder.answer_judge(p.question, "1+2=3 3+3=7", "7")
+
+    probe = judge_aurocs(model, tokenizer, builder, [group, group], context=2)
+    assert probe["self_consistency"] == 1.0  # the wrong answer is the minority one in both questions
+    assert probe["sample_accuracy"] == round(2 / 3, 4) and 0.0 <= probe["core_po"] <= 1.0
+
+    cfg = JudgeWarmupConfig(steps=2, batch_size=8, max_context_reasonings=2)
+    before = [t.detach().clone() for t in model.parameters()]
+    train_judge(
+        model,
+        tokenizer,
+        builder,
+        cfg,
+        [group],
+        lambda r: _digit_solve_example(builder, r, 0.1),
+        random.Random(0),
+    )
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+    # an untrained model writes no "#### N": nothing to grade
+    with pytest.raises(ConfigError, match="judge_warmup"):
+        warm_up_judge(
+            model, tokenizer, builder, JudgeWarmupConfig(questions=3, samples=2), lambda r: None, seed=0
+        )

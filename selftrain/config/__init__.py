@@ -10,6 +10,7 @@ from selftrain.config.sections import (
     BootstrapConfig,
     DataConfig,
     JudgeConfig,
+    JudgeWarmupConfig,
     ModelConfig,
     PairsConfig,
     PromptConfig,
@@ -30,6 +31,7 @@ from selftrain.config.w2s import Stage2Config, W2sConfig
 
 __all__ = [
     "BandConfig",
+    "JudgeWarmupConfig",
     "BootstrapConfig",
     "Config",
     "ConfigError",
