@@ -77,19 +77,27 @@ def dispatch_stage(cfg: Config, store: RunStore, iteration: int, stage: str, reb
     from prefect.deployments import run_deployment
 
     from selftrain.plan import StageCrashed
+    from selftrain.spec import Runs, kind
+    from selftrain.training.node import head_file, machines
 
     place = getattr(cfg.placement, stage)
     name = f"selftrain-stage/{place.pool}"
     params = {"run": str(store.run_dir.resolve()), "iteration": iteration, "stage": stage}
+    # a data-parallel stage: one run plus `runs - 1` joining it; a multi-node training: one run per machine,
+    # rank 0 the head wherever it lands (it publishes its address for the others: no stale one may be read)
+    extra = [{"join": True}] * (place.runs - 1)
+    if kind(stage).runs is Runs.TRAINER and (nodes := machines(cfg)) > 1:
+        head_file(store, iteration, stage).unlink(missing_ok=True)
+        extra = [{"machine_rank": r} for r in range(1, nodes)]
     ids = [
         run_deployment(  # timeout 0: created and scheduled, not waited for
             name,
-            parameters={**params, "rebuild_stale": rebuild_stale, "join": join},
+            parameters={**params, "rebuild_stale": rebuild_stale, **more},
             job_variables=place.job_variables or None,
             tags=["selftrain", f"stage:{stage}"],
             timeout=0,
         ).id
-        for join in [False] + [True] * (place.runs - 1)
+        for more in [{"join": False}, *extra]
     ]
     where = f"iter-{iteration:03d}/{stage} on pool {place.pool}"
     done_at = None

@@ -87,6 +87,28 @@ for stage in sys.argv[2:]:
 """
 
 
+def deploy_pools(env: dict, *pools: str) -> None:
+    """Deployments selftrain-stage/<pool> (and the process pools) on the test's server."""
+    cmd = [sys.executable, "-m", "flows.deploy", "--stage-pools", *pools]
+    deploy = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert deploy.returncode == 0, deploy.stderr[-4000:]
+
+
+def worker(server, log_dir: Path, pool: str, host: str, **extra: str) -> subprocess.Popen:  # noqa: ANN001
+    """A process worker of `pool` as host `host` that runs one flow run at a time (one per node), polling
+    every second; its output in log_dir/worker-<host>.log."""
+    cmd = [server.prefect, "worker", "start", "--pool", pool, "--type", "process", "--name", host]
+    env = {
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "1",
+        "SELFTRAIN_HOST": host,
+    }
+    out = open(log_dir / f"worker-{host}.log", "w")  # noqa: SIM115
+    return server.start(
+        [*cmd, "--limit", "1"], extra_env={**env, **extra}, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+    )
+
+
 def _wait_for(what: str, probe, timeout: float, poll: float = 0.05):  # noqa: ANN001, ANN202
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -114,7 +136,7 @@ def test_gpu_worker_killed_mid_sample(prefect_server, tmp_path, tiny_model):  # 
     known moment: its lease live, the shard unpublished); gpu-b joins, and once it has published a shard gpu-a's
     worker and flow-run process are SIGKILLed. gpu-b takes the shard over after the lease expires, the stage
     completes, the table equals a single-process run's and every shard was published once."""
-    api, env, prefect, start = prefect_server
+    api, env = prefect_server.api, prefect_server.env
     ttl = 4.0
     data = {"questions_per_iteration": 24, "shard_size": 2}  # 12 shards
     recipes = {}
@@ -125,37 +147,10 @@ def test_gpu_worker_killed_mid_sample(prefect_server, tmp_path, tiny_model):  # 
         recipe["data"] = {**recipe["data"], **data}
         recipe["placement"] = {"dispatch": "pools", "sample": {"runs": 2}}
         recipes[name] = write_recipe(tmp_path / f"{name}.yaml", recipe)
-    deploy = subprocess.run(
-        [sys.executable, "-m", "flows.deploy", "--stage-pools", "gpu", "cpu"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert deploy.returncode == 0, deploy.stderr[-4000:]
+    deploy_pools(env, "gpu", "cpu")
 
-    def worker(pool: str, host: str, **extra: str) -> subprocess.Popen:
-        cmd = [
-            prefect,
-            "worker",
-            "start",
-            "--pool",
-            pool,
-            "--type",
-            "process",
-            "--name",
-            host,
-            "--limit",
-            "1",
-        ]
-        worker_env = {"PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
-        out = open(tmp_path / f"worker-{host}.log", "w")  # noqa: SIM115
-        env = {**worker_env, "SELFTRAIN_HOST": host, **extra}
-        return start(cmd, extra_env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-
-    worker("cpu", "cpu-a")
-    gpu_a = worker("gpu", "gpu-a", SELFTRAIN_PAUSE_AT="sample:claim:*")
+    worker(prefect_server, tmp_path, "cpu", "cpu-a")
+    gpu_a = worker(prefect_server, tmp_path, "gpu", "gpu-a", SELFTRAIN_PAUSE_AT="sample:claim:*")
     store = init_run(load_config(recipes["pools"]))
     log = open(tmp_path / "dispatch.log", "w")  # noqa: SIM115
     dispatcher = subprocess.Popen(
@@ -184,7 +179,7 @@ def test_gpu_worker_killed_mid_sample(prefect_server, tmp_path, tiny_model):  # 
             return None
 
         index, pid = _wait_for("lease held by gpu-a", held_by_a, 300)
-        worker("gpu", "gpu-b")  # a second node joins the stage...
+        worker(prefect_server, tmp_path, "gpu", "gpu-b")  # a second node joins the stage...
         _wait_for("shard published by gpu-b", lambda: list(ldir.glob("part-*.done")), 300)
         assert not (sample / f"part-{index:05d}.parquet").exists()
         assert time.time() - (ldir / f"part-{index:05d}.1").stat().st_mtime < ttl  # gpu-a's lease is live

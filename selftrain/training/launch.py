@@ -125,10 +125,19 @@ def _read_deepspeed_json(config_file: str, name: str) -> tuple[Path, dict]:
 
 
 def accelerate_command(
-    cfg: Config, run_dir: Path, iteration: int, stage: str = "train", machine_rank: int = 0
+    cfg: Config,
+    run_dir: Path,
+    iteration: int,
+    stage: str = "train",
+    machine_rank: int = 0,
+    main_process_ip: str | None = None,
 ) -> list[str]:
     """The `accelerate launch` command of one machine's ranks; `machine_rank`: which machine this is when the
-    config has several (every node reads the one config.yaml of the run, so the rank comes from here)."""
+    config has several (every node reads the one config.yaml of the run, so the rank comes from here);
+    `main_process_ip` (or $SELFTRAIN_MAIN_PROCESS_IP): the head's address when it is known only at run time
+    (ranks started by flow runs on a pool), over the config's."""
+    import os
+
     from selftrain.config import ConfigError
 
     launch = check_launch_config(cfg)
@@ -142,6 +151,9 @@ def accelerate_command(
         raise ConfigError(f"{config_file}: machine rank {machine_rank} is not in 0..{machines - 1}")
     if machines > 1:
         extra += ["--machine_rank", str(machine_rank)]
+        main_process_ip = main_process_ip or os.environ.get("SELFTRAIN_MAIN_PROCESS_IP")
+        if main_process_ip:
+            extra += ["--main_process_ip", main_process_ip]
     if launch.deepspeed_json is not None:  # resolved, so the run does not depend on the working directory
         extra += ["--deepspeed_config_file", str(launch.deepspeed_json)]
     return [

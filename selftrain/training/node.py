@@ -14,21 +14,66 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from selftrain.config import load_config
+from selftrain.config import Config, load_config
 from selftrain.logs import setup_logging
 from selftrain.plan import expected
 from selftrain.procs import kill_group
 from selftrain.store import RunStore
-from selftrain.training.launch import accelerate_command
+from selftrain.training.launch import accelerate_command, check_launch_config
 
 log = logging.getLogger(__name__)
 
 
-def run_node(store: RunStore, iteration: int, stage: str, machine_rank: int, wait_s: float) -> int:
+def machines(cfg: Config) -> int:
+    """How many machines the run's training launch spans (1 without an accelerate config)."""
+    if not cfg.training.accelerate_config:
+        return 1
+    return int(check_launch_config(cfg).settings.get("num_machines", 1))
+
+
+def head_file(store: RunStore, iteration: int, stage: str) -> Path:
+    """Where the head of a multi-node stage whose ranks are flow runs publishes its address (outside the stage
+    folder, which rank 0 may move aside when it prepares it)."""
+    return store.run_dir / ".rendezvous" / f"iter-{iteration:03d}-{stage}"
+
+
+def publish_head(store: RunStore, iteration: int, stage: str) -> str:
+    """This machine's address, for the other ranks (SELFTRAIN_NODE_ADDR, else what its host name resolves
+    to), written where `wait_for_head` reads it; also the head's own main_process_ip."""
+    addr = os.environ.get("SELFTRAIN_NODE_ADDR") or socket.gethostbyname(socket.gethostname())
+    path = head_file(store, iteration, stage)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(addr)
+    tmp.replace(path)
+    return addr
+
+
+def wait_for_head(store: RunStore, iteration: int, stage: str, wait_s: float) -> str:
+    end = time.monotonic() + wait_s
+    path = head_file(store, iteration, stage)
+    while not path.is_file():
+        if time.monotonic() > end:
+            raise TimeoutError(f"{path}: the head published no address in {wait_s:.0f} s")
+        time.sleep(1)
+    return path.read_text().strip()
+
+
+def run_node(
+    store: RunStore,
+    iteration: int,
+    stage: str,
+    machine_rank: int,
+    wait_s: float,
+    main_process_ip: str | None = None,
+) -> int:
     end = time.monotonic() + wait_s
     # the run's config.yaml (written when the head starts the run), then the stage's inputs (pairs)
     while (
@@ -39,7 +84,7 @@ def run_node(store: RunStore, iteration: int, stage: str, machine_rank: int, wai
             log.error("iter-%03d/%s: inputs not complete after %.0f s", iteration, stage, wait_s)
             return 1
         time.sleep(2)
-    cmd = accelerate_command(cfg, store.run_dir, iteration, stage, machine_rank=machine_rank)
+    cmd = accelerate_command(cfg, store.run_dir, iteration, stage, machine_rank, main_process_ip)
     if store.manifest(iteration, stage) is not None:
         log.info("iter-%03d/%s is complete: nothing to do", iteration, stage)
         return 0
