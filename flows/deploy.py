@@ -7,7 +7,7 @@ prefect deployment run 'self-training-iteration/selftrain' --param run=artifacts
 Several machines (placement.dispatch: pools): register the stage flow once per work pool, then start workers:
 
 python -m flows.deploy --stage-pools gpu cpu          # deployments selftrain-stage/gpu, selftrain-stage/cpu
-prefect worker start --pool gpu --type process         # on each GPU node (SELFTRAIN_HOME: the checkout)
+prefect worker start --pool gpu --type process --limit 1   # on each GPU node (SELFTRAIN_HOME: the checkout)
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import errno
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,16 @@ def environment_error_line(e: BaseException) -> str | None:
 
 def maybe_kill(stage: str, unit: str, index: int) -> None:
     """Fault injection for the crash tests: SELFTRAIN_KILL_AT=stage:unit:index SIGKILLs this process right
-    after that unit completed (index `*`: the first), exactly as a machine failure would."""
+    after that unit completed (index `*`: the first), exactly as a machine failure would.
+    SELFTRAIN_PAUSE_AT (same form) stops this thread there for good instead, its other threads (a lease's
+    heartbeat) running on: a worker stuck mid-shard, for a test to kill from outside at a known moment."""
+    here = (f"{stage}:{unit}:{index}", f"{stage}:{unit}:*")
     spec = os.environ.get("SELFTRAIN_KILL_AT")
-    if spec and spec in (f"{stage}:{unit}:{index}", f"{stage}:{unit}:*"):
+    if spec and spec in here:
         log.warning("SELFTRAIN_KILL_AT=%s: killing this process", spec)
         os.kill(os.getpid(), signal.SIGKILL)
+    pause = os.environ.get("SELFTRAIN_PAUSE_AT")
+    if pause and pause in here:
+        log.warning("SELFTRAIN_PAUSE_AT=%s: pausing here until killed", pause)
+        while True:
+            time.sleep(60)

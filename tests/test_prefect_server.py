@@ -76,14 +76,8 @@ def prefect_server(tmp_path) -> Iterator[Server]:
     procs: list[subprocess.Popen] = []
 
     def start(cmd: list[str], extra_env: dict | None = None, **kw) -> subprocess.Popen:
-        p = subprocess.Popen(
-            cmd,
-            env={**env, **(extra_env or {})},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            **kw,
-        )
+        kw = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, **kw}
+        p = subprocess.Popen(cmd, env={**env, **(extra_env or {})}, start_new_session=True, **kw)
         procs.append(p)
         return p
 

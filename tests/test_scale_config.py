@@ -104,3 +104,20 @@ def test_multi_node_launch_fields_are_checked(tmp_path):
     path = ROOT / "configs" / "accelerate" / "multinode-example.yaml"
     example = load_config(None, [f"training.accelerate_config={path}", "training.bf16=true"])
     assert check_launch_config(example).settings["num_machines"] == 2
+
+
+def test_multi_node_deepspeed_and_machine_rank(tmp_path):
+    """DeepSpeed on several machines needs the `standard` launcher (each node starts its own ranks); the
+    command of machine R carries --machine_rank R, in range."""
+    from selftrain.training.launch import accelerate_command
+
+    where = {"main_process_ip": "10.0.0.1", "main_process_port": 29500}
+    with pytest.raises(ConfigError, match="deepspeed_multinode_launcher: standard"):
+        _launch(tmp_path, distributed_type="DEEPSPEED", deepspeed_config={"zero_stage": 2}, **where)
+    ds = {"zero_stage": 2, "deepspeed_multinode_launcher": "standard"}
+    _launch(tmp_path, distributed_type="DEEPSPEED", deepspeed_config=ds, **where)
+    cfg = load_config(None, [f"training.accelerate_config={tmp_path / 'acc.yaml'}"])
+    cmd = accelerate_command(cfg, tmp_path, 0, machine_rank=1)
+    assert cmd[cmd.index("--machine_rank") + 1] == "1" and "29500" not in cmd  # the port is the config's
+    with pytest.raises(ConfigError, match=r"machine rank 2 is not in 0..1"):
+        accelerate_command(cfg, tmp_path, 0, machine_rank=2)

@@ -40,7 +40,9 @@ def _kill_callback():  # noqa: ANN202 - transformers type
                 if dist.is_available() and dist.is_initialized():
                     # every rank has finished writing its part of the checkpoint before one of them dies
                     dist.barrier()
-            maybe_kill("train", "step", state.global_step)
+            # SELFTRAIN_KILL_RANK: only that global rank dies (one node of a multi-node job lost)
+            if os.environ.get("SELFTRAIN_KILL_RANK", os.environ.get("RANK")) == os.environ.get("RANK"):
+                maybe_kill("train", "step", state.global_step)
             return control
 
     return KillAfterCheckpoint()

@@ -93,6 +93,14 @@ def _check_machines(config_file: str, launch: dict) -> None:
         raise ConfigError(
             f"{config_file}: num_machines {machines} needs main_process_port (a fixed port, 1-65535)"
         )
+    ds = launch.get("deepspeed_config") or {}
+    if launch.get("distributed_type") == "DEEPSPEED" and ds.get("deepspeed_multinode_launcher") != "standard":
+        # any other launcher (pdsh by default) would log into the other nodes from rank 0 itself, and every
+        # node's rank is started by selftrain (selftrain.training.node)
+        raise ConfigError(
+            f"{config_file}: DeepSpeed on {machines} machines needs deepspeed_config.deepspeed_multinode_launcher:"
+            " standard (each node's ranks are started on that node: python -m selftrain.training.node)"
+        )
     if processes % machines:
         raise ConfigError(
             f"{config_file}: num_processes {processes} (the total over all machines) is not a multiple of "
@@ -116,13 +124,36 @@ def _read_deepspeed_json(config_file: str, name: str) -> tuple[Path, dict]:
         raise ConfigError(f"{path}: not valid JSON ({e})") from None
 
 
-def accelerate_command(cfg: Config, run_dir: Path, iteration: int, stage: str = "train") -> list[str]:
+def accelerate_command(
+    cfg: Config,
+    run_dir: Path,
+    iteration: int,
+    stage: str = "train",
+    machine_rank: int = 0,
+    main_process_ip: str | None = None,
+) -> list[str]:
+    """The `accelerate launch` command of one machine's ranks; `machine_rank`: which machine this is when the
+    config has several (every node reads the one config.yaml of the run, so the rank comes from here);
+    `main_process_ip` (or $SELFTRAIN_MAIN_PROCESS_IP): the head's address when it is known only at run time
+    (ranks started by flow runs on a pool), over the config's."""
+    import os
+
+    from selftrain.config import ConfigError
+
     launch = check_launch_config(cfg)
     config_file = str(cfg.training.accelerate_config)
     extra: list[str] = []
-    if int(launch.settings.get("num_machines", 1)) == 1:
+    machines = int(launch.settings.get("num_machines", 1))
+    if machines == 1:
         # one machine: any free port, so back-to-back or concurrent runs never collide on a fixed one
         extra += ["--main_process_port", str(_free_port())]
+    if not 0 <= machine_rank < machines:
+        raise ConfigError(f"{config_file}: machine rank {machine_rank} is not in 0..{machines - 1}")
+    if machines > 1:
+        extra += ["--machine_rank", str(machine_rank)]
+        main_process_ip = main_process_ip or os.environ.get("SELFTRAIN_MAIN_PROCESS_IP")
+        if main_process_ip:
+            extra += ["--main_process_ip", main_process_ip]
     if launch.deepspeed_json is not None:  # resolved, so the run does not depend on the working directory
         extra += ["--deepspeed_config_file", str(launch.deepspeed_json)]
     return [
@@ -155,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from selftrain.config import load_config
     from selftrain.logs import setup_logging
+    from selftrain.procs import die_with_parent
     from selftrain.spec import kind
     from selftrain.stages import open_stage
     from selftrain.stages.train import finish_train
@@ -166,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stage", nargs="?", default="train", help="a stage kind that trains (default train)")
     args = parser.parse_args(argv)
     setup_logging()
+    # torchrun starts each rank in a session of its own: without this a rank outlives a SIGKILLed launcher
+    # (a node's job killed, a flow run's process lost) and waits in its rendezvous or a collective for ever
+    die_with_parent()
     import torch
 
     # cpu=True on a machine without CUDA: otherwise PartialState sees no distributed setup before the
