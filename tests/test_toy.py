@@ -133,7 +133,7 @@ def test_chosen_only_and_filters():
 
 
 def test_oracle_and_random_judges_need_no_model():
-    from selftrain.judges import JUDGES, MODEL_FREE
+    from selftrain.judges import JUDGES, MODEL_FREE, Judging
 
     questions = [{"question_id": "q", "task": "arithmetic", "reference": "3", "choices": None}]
     samples = {
@@ -143,10 +143,10 @@ def test_oracle_and_random_judges_need_no_model():
         ]
     }
     assert {"oracle", "random", "self_consistency"} <= MODEL_FREE
-    oracle = JUDGES.get("oracle")(None, questions, samples, None, None, 0)
+    oracle = JUDGES.get("oracle")(Judging(None, questions, samples))
     assert [r["score"] for r in oracle] == [1.0, 0.0, 1.0]
-    r1 = [r["score"] for r in JUDGES.get("random")(None, questions, samples, None, None, 0)]
-    assert r1 == [r["score"] for r in JUDGES.get("random")(None, questions, samples, None, None, 0)]
+    r1 = [r["score"] for r in JUDGES.get("random")(Judging(None, questions, samples))]
+    assert r1 == [r["score"] for r in JUDGES.get("random")(Judging(None, questions, samples))]
     assert len(set(r1)) == 3
 
 
