@@ -53,15 +53,39 @@ def _orchestrate(args: argparse.Namespace, store_root: str):
     return lambda run, it, rebuild: iteration(run, it, rebuild)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _run_folder(path: str):
+    """The RunStore of an existing run folder (one with a config.yaml)."""
+    from selftrain.store import RunStore, StoreError
+
+    store = RunStore(path)
+    if not store.config_path.exists():
+        raise StoreError(f"{path} is not a run folder (no config.yaml)")
+    return store
+
+
+def _open_run(path: str):
+    """An existing run folder's store and its config."""
     from selftrain.config import load_config
-    from selftrain.console import accuracy_lines, by_iteration_lines, judge_lines, method_report_lines
-    from selftrain.runner import accuracy_table, judge_table, run
+
+    store = _run_folder(path)
+    return store, load_config(store.config_path)
+
+
+def _recipe(args: argparse.Namespace):
+    """The recipe `args.config` with the --set and --iterations overrides."""
+    from selftrain.config import load_config
 
     overrides = list(args.set or [])
     if args.iterations is not None:
         overrides.append(f"run.iterations={args.iterations}")
-    cfg = load_config(args.config, overrides)
+    return load_config(args.config, overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from selftrain.console import accuracy_lines, by_iteration_lines, judge_lines, method_report_lines
+    from selftrain.runner import accuracy_table, judge_table, run
+
+    cfg = _recipe(args)
     store = run(cfg, rebuild_stale=args.rebuild_stale, iteration_fn=_orchestrate(args, cfg.store.root))
     _out(f"run folder: {store.run_dir}")
     table = accuracy_table(store)
@@ -79,13 +103,9 @@ def _write_report(run_dir: Path) -> Path:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from selftrain.config import load_config
     from selftrain.runner import init_run
 
-    overrides = list(args.set or [])
-    if args.iterations is not None:
-        overrides.append(f"run.iterations={args.iterations}")
-    cfg = load_config(args.config, overrides)
+    cfg = _recipe(args)
     store = init_run(cfg)
     _out(f"run folder ready: {store.run_dir} (config {store.config_path})")
     _out("start it from a deployment with:")
@@ -97,7 +117,6 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from selftrain.config import load_config
     from selftrain.console import (
         accuracy_lines,
         method_report_lines,
@@ -106,12 +125,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         status_json,
     )
     from selftrain.plan import method_stages, stage_state
-    from selftrain.store import RunStore, StoreError
 
-    store = RunStore(args.run)
-    if not store.config_path.exists():
-        raise StoreError(f"{args.run} is not a run folder (no config.yaml)")
-    cfg = load_config(store.config_path)
+    store, cfg = _open_run(args.run)
     iterations = sorted(set(range(cfg.run.iterations)) | set(store.iterations_on_disk()))
     if getattr(args, "json", False):
         _out(json.dumps(status_json(cfg, store, iterations), indent=2))
@@ -152,14 +167,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_work(args: argparse.Namespace) -> int:
     from selftrain.plan import stage_state
     from selftrain.stages.worker import work
-    from selftrain.store import RunStore, StoreError
+    from selftrain.store import StoreError
 
-    store = RunStore(args.run)
-    if not store.config_path.exists():
-        raise StoreError(f"{args.run} is not a run folder (no config.yaml)")
-    from selftrain.config import load_config
-
-    cfg = load_config(store.config_path)
+    store, cfg = _open_run(args.run)
     iteration = args.iteration
     if iteration is None:  # the first iteration whose stage is not done
         iteration = next(
@@ -181,14 +191,10 @@ def cmd_work(args: argparse.Namespace) -> int:
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
-    from selftrain.config import load_config
     from selftrain.runner import rerun
-    from selftrain.store import RunStore, StoreError
+    from selftrain.store import StoreError
 
-    store = RunStore(args.run)
-    if not store.config_path.exists():
-        raise StoreError(f"{args.run} is not a run folder (no config.yaml)")
-    cfg = load_config(store.config_path)
+    store, cfg = _open_run(args.run)
     if args.iteration not in store.iterations_on_disk():
         raise StoreError(f"{args.run} has no iteration {args.iteration} (have {store.iterations_on_disk()})")
     stale = rerun(store, args.iteration, args.stage, iteration_fn=_orchestrate(args, cfg.store.root))
@@ -200,12 +206,9 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from selftrain.store import RunStore, StoreError
     from selftrain.verify import repairs, verify_run
 
-    store = RunStore(args.run)
-    if not store.config_path.exists():
-        raise StoreError(f"{args.run} is not a run folder (no config.yaml)")
+    store = _run_folder(args.run)
     checked, damaged = verify_run(store)
     for it, stage, problems in damaged:
         _out(f"iter-{it:03d}/{stage} damaged: {'; '.join(problems)}")
@@ -222,15 +225,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from selftrain.config import load_config
     from selftrain.plan import policy_stage
-    from selftrain.store import RunStore, StoreError
+    from selftrain.store import StoreError
     from selftrain.training.export import export_adapter, export_merged
 
-    store = RunStore(args.run)
-    if not store.config_path.exists():
-        raise StoreError(f"{args.run} is not a run folder (no config.yaml)")
-    cfg = load_config(store.config_path)
+    store, cfg = _open_run(args.run)
     policy = policy_stage(cfg)
     if store.manifest(args.iteration, policy) is None:
         raise StoreError(f"{args.run}: iteration {args.iteration} has no complete policy to export")

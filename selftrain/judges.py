@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from selftrain.prompts import choice_question
@@ -25,7 +26,33 @@ if TYPE_CHECKING:
     from selftrain.prompts import PromptBuilder
 
 Row = dict[str, Any]
-Judge = Callable[["JudgeConfig", list[Row], dict[str, list[Row]], "Engine", "PromptBuilder", int], list[Row]]
+
+
+@dataclass(frozen=True)
+class Judging:
+    """What a judge reads: its config, a shard's questions, every question's samples (by question id), the
+    model judging (engine and prompt builder; None for the MODEL_FREE judges) and the shard's seed."""
+
+    cfg: JudgeConfig | None
+    questions: list[Row]
+    samples: dict[str, list[Row]]
+    engine: Engine | None = None
+    builder: PromptBuilder | None = None
+    seed: int = 0
+
+    def groups(self) -> Iterator[tuple[Row, list[Row], list[float]]]:
+        """Each question with its samples and their consistency."""
+        for q in self.questions:
+            group = self.samples.get(q["question_id"], [])
+            yield q, group, consistency(group)
+
+
+def _question_text(q: Row) -> str:
+    """The question as the policy saw it: a multiple-choice question with its options."""
+    return choice_question(q["question"], q["choices"]) if q.get("choices") else q["question"]
+
+
+Judge = Callable[[Judging], list[Row]]
 JUDGES: Registry[Judge] = Registry("judge")
 # judges that read no model (the score stage then loads none)
 MODEL_FREE = {"self_consistency", "oracle", "random"}
@@ -44,123 +71,8 @@ def _two_way(probs: list[float]) -> float:
     return p_true / total if total > 0 else 0.5
 
 
-@JUDGES.register("core_po")
-def core_po(
-    cfg: JudgeConfig,
-    questions: list[Row],
-    samples: dict[str, list[Row]],
-    engine: Engine,
-    builder: PromptBuilder,
-    seed: int,
-) -> list[Row]:
-    prompts: list[str] = []
-    slots: list[tuple[int, str]] = []  # (row index, "reasoning" | "answer")
-    rows: list[Row] = []
-    for q in questions:
-        group = samples.get(q["question_id"], [])
-        # the judge sees the question as the policy did: a multiple-choice question with its options
-        qtext = choice_question(q["question"], q["choices"]) if q.get("choices") else q["question"]
-        cons = consistency(group)
-        parsed = [builder.parse(s["completion"]) for s in group]
-        # A truncated or unparsable sample gets score 0 (METHODS.md, step 3).
-        valid = [p.ok and s["finish_reason"] == "stop" for p, s in zip(parsed, group, strict=True)]
-        reasonings = [p.reasoning for p in parsed]
-        for k, (s, p, ok) in enumerate(zip(group, parsed, valid, strict=True)):
-            row = {
-                "question_id": q["question_id"],
-                "sample_index": s["sample_index"],
-                "answer": s["answer"],
-                "answer_confidence": None,
-                "reasoning_confidence": None,
-                "consistency": cons[k],
-                "score": 0.0,
-            }
-            rows.append(row)
-            if not ok:
-                continue
-            # As the original: the context is drawn from ALL parsed samples of the question, the selected one
-            # included, so the judge compares the selected reasoning against the question's own distribution.
-            pool = [r for j, r in enumerate(reasonings) if valid[j]]
-            rng = random.Random(f"{seed}-{q['question_id']}-{s['sample_index']}")
-            context = rng.sample(pool, min(cfg.max_context_reasonings, len(pool)))
-            prompts.append(builder.reasoning_judge(qtext, p.reasoning, context))
-            slots.append((len(rows) - 1, "reasoning_confidence"))
-            prompts.append(builder.answer_judge(qtext, p.reasoning, p.answer))
-            slots.append((len(rows) - 1, "answer_confidence"))
-    if prompts:
-        probs = engine.option_probs(prompts, tuple(cfg.options))
-        for (i, key), pr in zip(slots, probs, strict=True):
-            rows[i][key] = _two_way(pr)
-    for row in rows:
-        if row["answer_confidence"] is not None and row["reasoning_confidence"] is not None:
-            row["score"] = row["answer_confidence"] * row["reasoning_confidence"]
-    return rows
-
-
-@JUDGES.register("llm_as_judge")
-def llm_as_judge(
-    cfg: JudgeConfig,
-    questions: list[Row],
-    samples: dict[str, list[Row]],
-    engine: Engine,
-    builder: PromptBuilder,
-    seed: int,
-) -> list[Row]:
-    """Self-Rewarding (arXiv 2401.10020): the model reads the paper's additive 5-point rubric with the question
-    and one response and writes a judgment ending in `Score: N`; `cfg.samples` judgments per response are
-    sampled and the parsed ones averaged. A response none of whose judgments parse has no score (None: the
-    pairs skip it), never 0. Every judgment's text and points are kept. A question's candidates are adjacent
-    prompts sharing the rubric and the question, so vLLM's prefix cache serves them together."""
-    from selftrain.engines.base import SamplingSpec
-    from selftrain.rubric import parse_score, render
-
-    rows: list[Row] = []
-    prompts: list[str] = []
-    for q in questions:
-        group = samples.get(q["question_id"], [])
-        qtext = choice_question(q["question"], q["choices"]) if q.get("choices") else q["question"]
-        cons = consistency(group)
-        for s, c in zip(group, cons, strict=True):
-            rows.append(_score_row(q, s, c, None))
-            prompts.append(builder.user_turn(render(cfg.rubric, qtext, s["completion"].strip())))
-    if not prompts:
-        return rows
-    spec = SamplingSpec(cfg.samples, cfg.temperature, cfg.top_p, cfg.max_tokens, seed)
-    for row, comps in zip(rows, engine.generate(prompts, spec), strict=True):
-        points = [parse_score(c.text) for c in comps]
-        parsed = [p for p in points if p is not None]
-        row["judgments"] = [c.text for c in comps]
-        row["judgment_scores"] = points
-        row["score"] = sum(parsed) / len(parsed) if parsed else None
-    return rows
-
-
-@JUDGES.register("self_consistency")
-def self_consistency(
-    cfg: JudgeConfig,
-    questions: list[Row],
-    samples: dict[str, list[Row]],
-    engine: Engine,
-    builder: PromptBuilder,
-    seed: int,
-) -> list[Row]:
-    return _plain_rows(questions, samples, None)
-
-
-def _plain_rows(questions: list[Row], samples: dict[str, list[Row]], score_fn: Callable | None) -> list[Row]:
-    """Rows of judges that need no model; `score_fn(question, sample)`, or None for the consistency itself.
-    An unfinished or unparsed sample scores 0."""
-    rows = []
-    for q in questions:
-        group = samples.get(q["question_id"], [])
-        for s, c in zip(group, consistency(group), strict=True):
-            ok = s["finish_reason"] == "stop" and s["answer"] is not None
-            rows.append(_score_row(q, s, c, (c if score_fn is None else score_fn(q, s)) if ok else 0.0))
-    return rows
-
-
 def _score_row(q: Row, s: Row, consistency: float, score: float | None) -> Row:
-    """A scores row of a judge that reads no P(True) (no answer or reasoning confidence)."""
+    """A scores row with no P(True) yet (answer and reasoning confidence None)."""
     return {
         "question_id": q["question_id"],
         "sample_index": s["sample_index"],
@@ -172,39 +84,103 @@ def _score_row(q: Row, s: Row, consistency: float, score: float | None) -> Row:
     }
 
 
-@JUDGES.register("oracle")
-def oracle(
-    cfg: JudgeConfig,
-    questions: list[Row],
-    samples: dict[str, list[Row]],
-    engine: Engine,
-    builder: PromptBuilder,
-    seed: int,
-) -> list[Row]:
+@JUDGES.register("core_po")
+def core_po(job: Judging) -> list[Row]:
+    cfg, builder = job.cfg, job.builder
+    prompts: list[str] = []
+    slots: list[tuple[int, str]] = []  # (row index, "reasoning" | "answer")
+    rows: list[Row] = []
+    for q, group, cons in job.groups():
+        qtext = _question_text(q)  # the judge sees the question as the policy did
+        parsed = [builder.parse(s["completion"]) for s in group]
+        # A truncated or unparsable sample gets score 0 (METHODS.md, step 3).
+        valid = [p.ok and s["finish_reason"] == "stop" for p, s in zip(parsed, group, strict=True)]
+        reasonings = [p.reasoning for p in parsed]
+        for k, (s, p, ok) in enumerate(zip(group, parsed, valid, strict=True)):
+            rows.append(_score_row(q, s, cons[k], 0.0))
+            if not ok:
+                continue
+            # As the original: the context is drawn from ALL parsed samples of the question, the selected one
+            # included, so the judge compares the selected reasoning against the question's own distribution.
+            pool = [r for j, r in enumerate(reasonings) if valid[j]]
+            rng = random.Random(f"{job.seed}-{q['question_id']}-{s['sample_index']}")
+            context = rng.sample(pool, min(cfg.max_context_reasonings, len(pool)))
+            prompts.append(builder.reasoning_judge(qtext, p.reasoning, context))
+            slots.append((len(rows) - 1, "reasoning_confidence"))
+            prompts.append(builder.answer_judge(qtext, p.reasoning, p.answer))
+            slots.append((len(rows) - 1, "answer_confidence"))
+    if prompts:
+        probs = job.engine.option_probs(prompts, tuple(cfg.options))
+        for (i, key), pr in zip(slots, probs, strict=True):
+            rows[i][key] = _two_way(pr)
+    for row in rows:
+        if row["answer_confidence"] is not None and row["reasoning_confidence"] is not None:
+            row["score"] = row["answer_confidence"] * row["reasoning_confidence"]
+    return rows
+
+
+@JUDGES.register("llm_as_judge")
+def llm_as_judge(job: Judging) -> list[Row]:
+    """Self-Rewarding (arXiv 2401.10020): the model reads the paper's additive 5-point rubric with the question
+    and one response and writes a judgment ending in `Score: N`; `cfg.samples` judgments per response are
+    sampled and the parsed ones averaged. A response none of whose judgments parse has no score (None: the
+    pairs skip it), never 0. Every judgment's text and points are kept. A question's candidates are adjacent
+    prompts sharing the rubric and the question, so vLLM's prefix cache serves them together."""
+    from selftrain.engines.base import SamplingSpec
+    from selftrain.rubric import parse_score, render
+
+    cfg = job.cfg
+    rows: list[Row] = []
+    prompts: list[str] = []
+    for q, group, cons in job.groups():
+        for s, c in zip(group, cons, strict=True):
+            rows.append(_score_row(q, s, c, None))
+            text = render(cfg.rubric, _question_text(q), s["completion"].strip())
+            prompts.append(job.builder.user_turn(text))
+    if not prompts:
+        return rows
+    spec = SamplingSpec(cfg.samples, cfg.temperature, cfg.top_p, cfg.max_tokens, job.seed)
+    for row, comps in zip(rows, job.engine.generate(prompts, spec), strict=True):
+        points = [parse_score(c.text) for c in comps]
+        parsed = [p for p in points if p is not None]
+        row["judgments"] = [c.text for c in comps]
+        row["judgment_scores"] = points
+        row["score"] = sum(parsed) / len(parsed) if parsed else None
+    return rows
+
+
+def _model_free(name: str, score_fn: Callable[[Row, Row, int], float] | None) -> None:
+    """Register a judge that reads no model: `score_fn(question, sample, seed)`, or None for the consistency
+    itself. An unfinished or unparsed sample scores 0."""
+
+    def judge(job: Judging) -> list[Row]:
+        rows = []
+        for q, group, cons in job.groups():
+            for s, c in zip(group, cons, strict=True):
+                ok = s["finish_reason"] == "stop" and s["answer"] is not None
+                score = c if score_fn is None else score_fn(q, s, job.seed)
+                rows.append(_score_row(q, s, c, score if ok else 0.0))
+        return rows
+
+    judge.__name__ = judge.__qualname__ = name
+    JUDGES.register(name)(judge)
+
+
+def _oracle(q: Row, s: Row, seed: int) -> float:
     """USES THE LABELS (an upper bound for studies, not self-training): score 1 if the sample's answer grades
     correct against the question's reference, else 0."""
     from selftrain.grading import grade
 
-    def score(q: Row, s: Row) -> float:
-        if q.get("reference") is None:
-            raise ValueError(f"judge 'oracle' needs references; question {q['question_id']} has none")
-        return float(grade(q["task"], s["completion"], q["reference"], q.get("choices"))[1])
-
-    return _plain_rows(questions, samples, score)
+    if q.get("reference") is None:
+        raise ValueError(f"judge 'oracle' needs references; question {q['question_id']} has none")
+    return float(grade(q["task"], s["completion"], q["reference"], q.get("choices"))[1])
 
 
-@JUDGES.register("random")
-def random_judge(
-    cfg: JudgeConfig,
-    questions: list[Row],
-    samples: dict[str, list[Row]],
-    engine: Engine,
-    builder: PromptBuilder,
-    seed: int,
-) -> list[Row]:
+def _random(q: Row, s: Row, seed: int) -> float:
     """Control: a uniform random score per sample (seeded), i.e. chosen samples picked at random."""
+    return random.Random(f"{seed}-{q['question_id']}-{s['sample_index']}").random()
 
-    def score(q: Row, s: Row) -> float:
-        return random.Random(f"{seed}-{q['question_id']}-{s['sample_index']}").random()
 
-    return _plain_rows(questions, samples, score)
+_model_free("self_consistency", None)  # SC-PO: the share of the question's samples with the same answer
+_model_free("oracle", _oracle)
+_model_free("random", _random)

@@ -61,10 +61,21 @@ def register(method: Method) -> Method:
 PREFERENCE_STAGES = ("questions", "sample", "score", "pairs", "train", "evaluate")
 
 
-def preference_method(name: str, judge: str, builder: str, doc: str) -> Method:
-    """A method of the preference chain: sample, score with `judge`, build pairs with `builder`, train."""
-    defaults = {"judge.name": judge, "pairs.builder": builder}
-    return register(Method(name=name, stages=PREFERENCE_STAGES, policy="train", defaults=defaults, doc=doc))
+def preference_method(
+    name: str, judge: str, builder: str, doc: str, questions: str = "questions", defaults: dict | None = None
+) -> Method:
+    """A method of the preference chain: sample, score with `judge`, build pairs with `builder`, train, on the
+    rows of the stage `questions`; `defaults`: its other config defaults."""
+    return register(
+        Method(
+            name=name,
+            stages=(questions, *PREFERENCE_STAGES[1:]),
+            policy="train",
+            questions=questions,
+            defaults={"judge.name": judge, "pairs.builder": builder, **(defaults or {})},
+            doc=doc,
+        )
+    )
 
 
 preference_method(
@@ -81,38 +92,34 @@ preference_method(
     "SC-PO, the self-consistency baseline: score = the share of samples with the same answer, "
     "majority-vs-minority pairs, DPO.",
 )
-register(
-    Method(
-        name="self_rewarding",
-        stages=PREFERENCE_STAGES,
-        policy="train",
-        # the paper: N=4 candidates at T 0.7 / top-p 0.9, 3 rubric judgments each averaged, the highest- vs
-        # the lowest-scored candidate (ties dropped), DPO with beta 0.1, each iteration from the last model
-        defaults={
-            "judge.name": "llm_as_judge",
-            "pairs.builder": "best_vs_worst",
-            "sampling.n": 4,
-            "sampling.temperature": 0.7,
-            "sampling.top_p": 0.9,
-            "training.loss": "dpo",
-            "training.beta": 0.1,
-            "training.init": "previous",
-            "training.reference": "previous",  # M(t+1) is DPO-trained from M(t) against M(t)
-        },
-        doc="Self-Rewarding (arXiv 2401.10020): the policy answers, judges its own answers with the paper's "
-        "additive 5-point rubric (llm_as_judge), best-vs-worst pairs, DPO; M1 -> M2 -> M3 over iterations.",
-    )
+# Self-Rewarding, the paper: N=4 candidates at T 0.7 / top-p 0.9, 3 rubric judgments each averaged
+# (llm_as_judge), the highest- vs the lowest-scored candidate (ties dropped), DPO with beta 0.1, each iteration
+# from the last model
+SELF_REWARDING = {
+    "sampling.n": 4,
+    "sampling.temperature": 0.7,
+    "sampling.top_p": 0.9,
+    "training.loss": "dpo",
+    "training.beta": 0.1,
+    "training.init": "previous",
+    "training.reference": "previous",  # M(t+1) is DPO-trained from M(t) against M(t)
+}
+preference_method(
+    "self_rewarding",
+    "llm_as_judge",
+    "best_vs_worst",
+    "Self-Rewarding (arXiv 2401.10020): the policy answers, judges its own answers with the paper's "
+    "additive 5-point rubric (llm_as_judge), best-vs-worst pairs, DPO; M1 -> M2 -> M3 over iterations.",
+    defaults=SELF_REWARDING,
 )
-register(
-    Method(
-        name="self_rewarding_instruct",
-        stages=("prompts", "sample", "score", "pairs", "train", "evaluate"),
-        policy="train",
-        questions="prompts",
-        defaults=METHODS.get("self_rewarding").defaults,
-        doc="Self-Rewarding with self-instruction: as self_rewarding, on questions the model writes itself "
-        "each iteration from k-shot seed questions (the prompts stage; self_instruct.*).",
-    )
+preference_method(
+    "self_rewarding_instruct",
+    "llm_as_judge",
+    "best_vs_worst",
+    "Self-Rewarding with self-instruction: as self_rewarding, on questions the model writes itself "
+    "each iteration from k-shot seed questions (the prompts stage; self_instruct.*).",
+    questions="prompts",
+    defaults=SELF_REWARDING,
 )
 register(
     Method(

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -96,6 +96,18 @@ def model_keys(*own: str) -> tuple[str, ...]:
     return ("model.path", "model.dtype", "prompt", *own, "engine.name", "run.seed")
 
 
+def engine(
+    name: str,
+    schema: pa.Schema,
+    own: tuple[str, ...],
+    inputs: tuple[Input, ...],
+    doc: str,
+    **more: Any,
+) -> StageSpec:
+    """A stage that runs the model: its fingerprint covers the model's keys (model_keys) and its `own`."""
+    return StageSpec(name, schema, model_keys(*own), inputs, Runs.ENGINE, doc=doc, **more)
+
+
 def trainer(
     name: str, data: str, continues: Callable[[Config], bool], doc: str, own: tuple[str, ...] = ()
 ) -> StageSpec:
@@ -139,38 +151,36 @@ KINDS: dict[str, StageSpec] = {
             doc="this iteration's training questions (a seeded draw from data.train, minus evaluation questions)",
         ),
         # self-instruction (Self-Rewarding): new questions written by the model from k-shot seed questions
-        StageSpec(
-            name="prompts",
-            schema=schemas.QUESTIONS,
+        # self-instruction (Self-Rewarding): new questions written by the model from k-shot seed questions
+        engine(
+            "prompts",
+            schemas.QUESTIONS,
             # the seed pool is data.train (contamination-guarded like `questions`); data.eval: the guard
-            keys=model_keys("self_instruct", "data.train", "data.eval", "data.shard_size"),
+            ("self_instruct", "data.train", "data.eval", "data.shard_size"),
+            (Input(POLICY, previous=True, when=lambda cfg: cfg.self_instruct.generator == "policy"),),
+            "questions the model writes itself from k-shot seed questions, deduplicated against the seed pool "
+            "and every evaluation set, filtered, with their provenance",
             ignore=("data.eval.*.limit",),
-            inputs=(Input(POLICY, previous=True, when=lambda cfg: cfg.self_instruct.generator == "policy"),),
-            runs=Runs.ENGINE,
-            doc="questions the model writes itself from k-shot seed questions, deduplicated against the seed "
-            "pool and every evaluation set, filtered, with their provenance",
         ),
         # the preference methods (core_po, sc_po): sample -> score -> pairs -> train -> evaluate
-        StageSpec(
-            name="sample",
-            schema=schemas.SAMPLES,
-            keys=model_keys("sampling"),
+        engine(
+            "sample",
+            schemas.SAMPLES,
+            ("sampling",),
             # the policy iteration i-1 trained samples (the base model in iteration 0)
-            inputs=(Input(QUESTIONS), PREVIOUS_POLICY),
-            runs=Runs.ENGINE,
+            (Input(QUESTIONS), PREVIOUS_POLICY),
+            "sampling.n completions per question from the current policy",
             parallel=True,
-            doc="sampling.n completions per question from the current policy",
         ),
         # self-evaluation: the policy judges its own samples
-        StageSpec(
-            name="score",
-            schema=schemas.SCORES,
-            keys=model_keys("judge"),
-            only_when=LLM_JUDGE_ONLY,
-            inputs=(Input("sample"), PREVIOUS_POLICY),  # ...and judges its own samples (self-evaluation)
-            runs=Runs.ENGINE,
+        engine(
+            "score",
+            schemas.SCORES,
+            ("judge",),
+            (Input("sample"), PREVIOUS_POLICY),
+            "the judge's confidence in each sample",
             parallel=True,
-            doc="the judge's confidence in each sample",
+            only_when=LLM_JUDGE_ONLY,
         ),
         # no model: seconds, in the orchestrating process
         StageSpec(
@@ -186,40 +196,36 @@ KINDS: dict[str, StageSpec] = {
             continues=lambda cfg: cfg.training.init == "previous",
             doc="a LoRA adapter trained on the pairs (DPO, RPO or SFT: training.loss)",
         ),
-        # held-out accuracy: greedy and best-of-K
-        StageSpec(
-            name="evaluate",
-            schema=schemas.EVAL,
-            # judge and run.seed: best-of-K candidates are sampled with per-shard seeds and picked by the judge
-            keys=model_keys("evaluation", "data.eval", "judge"),
-            only_when=LLM_JUDGE_ONLY,
-            inputs=(Input(POLICY),),
-            runs=Runs.ENGINE,
+        # held-out accuracy: greedy and best-of-K; judge and run.seed: best-of-K candidates are sampled with
+        # per-shard seeds and picked by the judge
+        engine(
+            "evaluate",
+            schemas.EVAL,
+            ("evaluation", "data.eval", "judge"),
+            (Input(POLICY),),
+            "accuracy of this iteration's policy (and in iteration 0 the base model) on data.eval",
             parallel=True,
-            doc="accuracy of this iteration's policy (and in iteration 0 the base model) on data.eval",
+            only_when=LLM_JUDGE_ONLY,
         ),
         # STaSC (self-taught self-correction): initial -> correct -> filter -> sft -> evaluate_correction
-        StageSpec(
-            name="initial",
-            schema=schemas.SAMPLES,
-            keys=model_keys("stasc.initial", "stasc.initial_answer_with_new_model"),
-            inputs=(
+        engine(
+            "initial",
+            schemas.SAMPLES,
+            ("stasc.initial", "stasc.initial_answer_with_new_model"),
+            (
                 Input(QUESTIONS),
                 Input(POLICY, previous=True, when=lambda cfg: cfg.stasc.initial_answer_with_new_model),
             ),
-            runs=Runs.ENGINE,
+            "stasc.initial.n initial answers per question (by M0, or the newest policy)",
             parallel=True,
-            doc="stasc.initial.n initial answers per question (by M0, or the newest policy)",
         ),
-        # self-correction: the policy corrects each initial answer
-        StageSpec(
-            name="correct",
-            schema=schemas.CORRECTIONS,
-            keys=model_keys("stasc.correction"),
-            # the current policy M(i-1) corrects, whichever model wrote the initial answers
-            inputs=(Input(QUESTIONS), Input("initial"), PREVIOUS_POLICY),
-            runs=Runs.ENGINE,
-            doc="stasc.correction.n corrections of each initial answer by the current policy",
+        # self-correction: the current policy M(i-1) corrects each initial answer, whichever model wrote them
+        engine(
+            "correct",
+            schemas.CORRECTIONS,
+            ("stasc.correction",),
+            (Input(QUESTIONS), Input("initial"), PREVIOUS_POLICY),
+            "stasc.correction.n corrections of each initial answer by the current policy",
         ),
         # gold-based reward, no model
         StageSpec(
@@ -230,22 +236,20 @@ KINDS: dict[str, StageSpec] = {
             doc="the corrections that improved by the gold-based reward, as SFT examples",
         ),
         sft_trainer("sft", "filter", "a LoRA adapter fine-tuned (SFT) on the kept examples"),
-        StageSpec(
-            name="evaluate_correction",
-            schema=schemas.CORRECTION_EVAL,
-            keys=model_keys("evaluation", "data.eval"),
-            inputs=(Input(POLICY),),
-            runs=Runs.ENGINE,
-            doc="accuracy of the initial and the corrected answer, and the correction rates, on data.eval",
+        engine(
+            "evaluate_correction",
+            schemas.CORRECTION_EVAL,
+            ("evaluation", "data.eval"),
+            (Input(POLICY),),
+            "accuracy of the initial and the corrected answer, and the correction rates, on data.eval",
         ),
         # GSI (guided self-improvement): guided_sample -> rationales -> rationale_sft -> evaluate
-        StageSpec(
-            name="guided_sample",
-            schema=schemas.GUIDED_SAMPLES,
-            keys=model_keys("gsi"),
-            inputs=(Input("questions"), PREVIOUS_POLICY),
-            runs=Runs.ENGINE,
-            doc="gsi.sampling.n samples per question from the current policy, graded against the gold answer; "
+        engine(
+            "guided_sample",
+            schemas.GUIDED_SAMPLES,
+            ("gsi",),
+            (Input("questions"), PREVIOUS_POLICY),
+            "gsi.sampling.n samples per question from the current policy, graded against the gold answer; "
             "the questions with fewer than gsi.min_correct right resampled with guidance",
         ),
         # gold-graded keep, no model: cumulative over the iterations (STaR trains on all kept so far)
@@ -280,13 +284,12 @@ KINDS: dict[str, StageSpec] = {
             runs=Runs.ENGINE,
             doc="the fine-tuned weak model's greedy answer to each train_2 question",
         ),
-        StageSpec(
-            name="strong_answers",
-            schema=schemas.SAMPLES,
-            keys=model_keys("w2s.train_1_size", "w2s.few_shot", "w2s.max_tokens"),
-            inputs=(Input("questions"),),
-            runs=Runs.ENGINE,
-            doc="the strong base model's greedy few-shot answer (w2s.few_shot train_1 examples) to each train_2 "
+        engine(
+            "strong_answers",
+            schemas.SAMPLES,
+            ("w2s.train_1_size", "w2s.few_shot", "w2s.max_tokens"),
+            (Input("questions"),),
+            "the strong base model's greedy few-shot answer (w2s.few_shot train_1 examples) to each train_2 "
             "question",
         ),
         StageSpec(
@@ -299,13 +302,12 @@ KINDS: dict[str, StageSpec] = {
         sft_trainer(
             "strong_sft", "agree", "stage I: the strong model fine-tuned (LoRA SFT) on the agreed rows"
         ),
-        StageSpec(
-            name="stage2_sample",
-            schema=schemas.SAMPLES,
-            keys=model_keys("w2s.train_1_size", "w2s.stage2.sampling"),
-            inputs=(Input("questions"), Input("strong_sft")),
-            runs=Runs.ENGINE,
-            doc="w2s.stage2.sampling.n samples per train_2 question from the stage-I model",
+        engine(
+            "stage2_sample",
+            schemas.SAMPLES,
+            ("w2s.train_1_size", "w2s.stage2.sampling"),
+            (Input("questions"), Input("strong_sft")),
+            "w2s.stage2.sampling.n samples per train_2 question from the stage-I model",
         ),
         StageSpec(
             name="w2s_pairs",
@@ -324,13 +326,12 @@ KINDS: dict[str, StageSpec] = {
             ignore=(*TRAINER_PLUMBING, "training.init", "training.reference", "training.loss"),
             doc="stage II: the stage-I adapter trained on with DPO on the pairs",
         ),
-        StageSpec(
-            name="w2s_evaluate",
-            schema=schemas.EVAL,
-            keys=model_keys("evaluation", "data.eval", "w2s.weak"),
-            inputs=(Input("weak_sft"), Input("strong_sft"), Input(POLICY)),
-            runs=Runs.ENGINE,
-            doc="greedy accuracy on data.eval of the weak model, the strong base, stage I and stage II",
+        engine(
+            "w2s_evaluate",
+            schemas.EVAL,
+            ("evaluation", "data.eval", "w2s.weak"),
+            (Input("weak_sft"), Input("strong_sft"), Input(POLICY)),
+            "greedy accuracy on data.eval of the weak model, the strong base, stage I and stage II",
         ),
     )
 }

@@ -16,6 +16,7 @@ import shutil  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -70,14 +71,19 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A very small character-level Llama, pre-trained for a few steps (seconds)."""
-    from selftrain.config import BootstrapConfig
     from selftrain.tiny import build_tiny_model
 
     path = tmp_path_factory.mktemp("models") / "tiny"
-    build_tiny_model(
-        path, BootstrapConfig(steps=40, batch_size=16, hidden_size=64, num_layers=2, num_heads=2)
-    )
+    build_tiny_model(path, small_bootstrap())
     return path
+
+
+def small_bootstrap(**changes):  # noqa: ANN201 - a BootstrapConfig (selftrain.config imported late)
+    """The test model's pre-training (40 steps of a 2-layer, 64-wide model: seconds) with `changes`."""
+    from selftrain.config import BootstrapConfig
+
+    sizes = {"steps": 40, "batch_size": 16, "hidden_size": 64, "num_layers": 2, "num_heads": 2}
+    return BootstrapConfig(**{**sizes, **changes})
 
 
 def tiny_recipe(root: Path, model: Path, **sections) -> dict:
@@ -126,6 +132,17 @@ def paper_on_cpu(tmp_path: Path, model: Path) -> dict:
     }
 
 
+# `--set` overrides that fit a paper recipe's trainer and engine to a CPU: a small LoRA in float32, in-process
+CPU_BUDGET = {
+    "training.lora.r": 4,
+    "training.lora.alpha": 8,
+    "training.bf16": False,
+    "training.gradient_checkpointing": False,
+    "engine.name": "hf",
+    "engine.isolation": "inline",
+}
+
+
 def write_recipe(path: Path, recipe: dict) -> Path:
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
@@ -148,10 +165,40 @@ def cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.C
 COMPARED = ["questions", "sample", "score", "pairs"]
 
 
-def stage_tables(run_dir: Path, iteration: int = 0) -> dict:
-    """The rows of the COMPARED stages of one iteration."""
+def stage_tables(run_dir: Path, iteration: int = 0, stages: list[str] = COMPARED) -> dict:
+    """The rows of `stages` (default the COMPARED ones) of one iteration."""
     store = RunStore(run_dir)
-    return {st: read_stage(store.stage_dir(iteration, st)).to_pylist() for st in COMPARED}
+    return {st: read_stage(store.stage_dir(iteration, st)).to_pylist() for st in stages}
+
+
+def run_recipe(root: Path, recipe: dict) -> tuple[Path, str]:
+    """Write `recipe` (its store root: `root`) to root/r.yaml and run it to the end with --no-prefect; its run
+    folder and stdout."""
+    proc = cli("run", str(write_recipe(root / "r.yaml", recipe)), "--no-prefect")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "runs" / recipe["run"]["name"], proc.stdout
+
+
+def run_fixture(make_recipe: Callable[[Path, Path], dict]):  # noqa: ANN201 - a pytest fixture
+    """A module-scoped fixture: make_recipe(root, tiny_model) run to the end once, as (run folder, stdout)."""
+
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory, tiny_model) -> tuple[Path, str]:
+        root = tmp_path_factory.mktemp("run")
+        return run_recipe(root, make_recipe(root, tiny_model))
+
+    return fixture
+
+
+def resume_matches(
+    recipe: dict, tmp_path: Path, kill_at: str, trainer_stage: str, uninterrupted: Path, tables: list[str]
+) -> None:
+    """`recipe` (its store root: tmp_path/killed) SIGKILLed at `kill_at` and resumed (killed_then_resumed_at)
+    writes the same rows of `tables` in every iteration as the uninterrupted run of it at `uninterrupted`."""
+    run_dir = tmp_path / "killed" / "runs" / recipe["run"]["name"]
+    killed_then_resumed_at(write_recipe(tmp_path / "r.yaml", recipe), run_dir, kill_at, trainer_stage)
+    for it in range(recipe["run"]["iterations"]):
+        assert stage_tables(run_dir, it, tables) == stage_tables(uninterrupted, it, tables)
 
 
 def adapter_weights(run_dir: Path, iteration: int = 0) -> dict:
@@ -205,6 +252,13 @@ def status_rows(run_dir: Path) -> dict[str, list[str]]:
     states = {"done", "damaged", "stale", "partial", "failed", "missing", "blocked"}
     rows = [ln.split() for ln in out.splitlines() if ln[:9].strip().isdigit()]
     return {cells[0]: cells[1:7] for cells in rows if set(cells[1:7]) <= states}
+
+
+def status_columns(run_dir: Path) -> list[str]:
+    """The stage columns of `selftrain status`'s table (the method's stages, in its order)."""
+    header = cli("status", str(run_dir)).stdout.splitlines()[1].split()
+    assert header[0] == "iteration", header
+    return header[1:]
 
 
 def killed_then_resumed_at(recipe: Path, run_dir: Path, kill_at: str, trainer_stage: str) -> None:

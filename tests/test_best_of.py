@@ -69,7 +69,7 @@ def test_best_of_on_the_tiny_model(tmp_path, tiny_model):
     from selftrain.data.sources import load_source
     from selftrain.engines import load_engine
     from selftrain.grading import extract_answer
-    from selftrain.judges import JUDGES
+    from selftrain.judges import JUDGES, Judging
     from selftrain.prompts import PromptBuilder
     from selftrain.stages.common import shard_seed
     from selftrain.store import METRICS, RunStore, read_shard
@@ -122,7 +122,9 @@ def test_best_of_on_the_tiny_model(tmp_path, tiny_model):
             ]
             for j, qid in enumerate(by_q)
         }
-        judged = JUDGES.get("core_po")(cfg.judge, local, samples, engine, builder, shard_seed(0, 0, index))
+        judged = JUDGES.get("core_po")(
+            Judging(cfg.judge, local, samples, engine, builder, shard_seed(0, 0, index))
+        )
         stored = [r["judge_score"] for qid in by_q for r in by_q[qid]]
         assert [r["score"] for r in judged] == pytest.approx(stored, abs=1e-5)
     engine.close()

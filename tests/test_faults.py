@@ -12,7 +12,7 @@ import pytest
 
 from selftrain.store import MANIFEST
 
-from .conftest import ROOT, cli, tiny_recipe, write_recipe
+from .conftest import ROOT, cli, small_bootstrap, tiny_recipe, write_recipe
 
 
 def _one_line(proc, message: str) -> None:
@@ -47,13 +47,12 @@ def test_model_folder_without_a_model_is_refused(tmp_path):
 
 
 def test_missing_model_built_only_with_a_bootstrap_section_and_said(tmp_path, caplog):
-    from selftrain.config import BootstrapConfig
     from selftrain.tiny import ensure_model
 
     with pytest.raises(FileNotFoundError, match="no model.bootstrap section"):
         ensure_model(str(tmp_path / "none"), None)
     assert not (tmp_path / "none").exists()
-    boot = BootstrapConfig(steps=1, batch_size=2, hidden_size=16, num_layers=1, num_heads=2)
+    boot = small_bootstrap(steps=1, batch_size=2, hidden_size=16, num_layers=1)
     with caplog.at_level(logging.INFO, logger="selftrain.tiny"):
         ensure_model(str(tmp_path / "built"), boot)
     assert (tmp_path / "built" / "config.json").exists()

@@ -11,7 +11,16 @@ import pytest
 from selftrain.config import load_config
 from selftrain.store import RunStore, read_stage
 
-from .conftest import ROOT, cli, killed_then_resumed_at, paper_on_cpu, tiny_recipe, write_recipe
+from .conftest import (
+    ROOT,
+    cli,
+    paper_on_cpu,
+    resume_matches,
+    run_fixture,
+    status_columns,
+    tiny_recipe,
+    write_recipe,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -35,17 +44,7 @@ def gsi_recipe(root: Path, model: Path, **gsi) -> dict:
     return {"method": "gsi", **recipe}
 
 
-def tables(run_dir: Path, iteration: int) -> dict:
-    store = RunStore(run_dir)
-    return {st: read_stage(store.stage_dir(iteration, st)).to_pylist() for st in TABLES}
-
-
-@pytest.fixture(scope="module")
-def gsi_run(tmp_path_factory, tiny_model) -> tuple[Path, str]:
-    root = tmp_path_factory.mktemp("gsi")
-    proc = cli("run", str(write_recipe(root / "r.yaml", gsi_recipe(root, tiny_model))), "--no-prefect")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return root / "runs" / "g", proc.stdout
+gsi_run = run_fixture(gsi_recipe)
 
 
 def test_gsi_run_resamples_the_tail_keeps_rationales_and_reports(gsi_run):
@@ -85,19 +84,14 @@ def test_gsi_run_resamples_the_tail_keeps_rationales_and_reports(gsi_run):
     for text in (stdout, cli("status", str(run_dir)).stdout):
         assert "GSI: questions with >= 1 kept rationale" in text and "iter-001:" in text, text
         assert "by pass rate of the sampling model" in text and "kept length (tokens): plain" in text
-    status = cli("status", str(run_dir)).stdout
-    assert status.splitlines()[1].split() == ["iteration", *STAGES], status
+    assert status_columns(run_dir) == STAGES
 
 
 @pytest.mark.parametrize("kill_at", ["guided_sample:shard:0", "train:step:2"])
 def test_gsi_sigkill_then_resume_equals_uninterrupted(kill_at, gsi_run, tmp_path, tiny_model):
     """`train:step:N` kills any trainer stage at step N: here rationale_sft."""
-    root = tmp_path / "killed"
-    recipe = write_recipe(tmp_path / "r.yaml", gsi_recipe(root, tiny_model))
-    run_dir = root / "runs" / "g"
-    killed_then_resumed_at(recipe, run_dir, kill_at, "rationale_sft")
-    for it in (0, 1):
-        assert tables(run_dir, it) == tables(gsi_run[0], it)
+    recipe = gsi_recipe(tmp_path / "killed", tiny_model)
+    resume_matches(recipe, tmp_path, kill_at, "rationale_sft", gsi_run[0], TABLES)
 
 
 @pytest.mark.parametrize("guidance", ["teacher", "answer"])  # rationale: the same path, other text

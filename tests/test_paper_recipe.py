@@ -18,7 +18,7 @@ from selftrain.config import load_config
 from selftrain.prompts import PromptBuilder
 from selftrain.store import RunStore, read_stage
 
-from .conftest import ROOT, cli, paper_on_cpu
+from .conftest import CPU_BUDGET, ROOT, cli, paper_on_cpu
 
 pytestmark = pytest.mark.slow
 
@@ -77,13 +77,8 @@ def test_paper_recipe_one_iteration_on_cpu(tmp_path, tiny_model, shared_data):
         # compute budget: a CPU, a tiny model
         "sampling.max_tokens": 24,
         "evaluation.max_tokens": 16,
-        "training.lora.r": 4,
-        "training.lora.alpha": 8,
-        "training.bf16": False,
-        "training.gradient_checkpointing": False,
         "training.accelerate_config": None,
-        "engine.name": "hf",
-        "engine.isolation": "inline",
+        **CPU_BUDGET,
     }
     sets = [f"{k}={'null' if v is None else v}" for k, v in overrides.items()]
     cfg = load_config(RECIPE, sets)

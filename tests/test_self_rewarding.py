@@ -12,7 +12,7 @@ import pytest
 from selftrain.config import JudgeConfig
 from selftrain.diagnostics import judge_diagnostics, judgment_stats, pair_agreement
 from selftrain.engines.base import Completion
-from selftrain.judges import llm_as_judge
+from selftrain.judges import Judging, llm_as_judge
 from selftrain.methods import METHODS
 from selftrain.pairs import PAIR_BUILDERS
 from selftrain.prompts import PromptBuilder
@@ -99,7 +99,9 @@ def test_llm_as_judge_averages_parsed_judgments_and_keeps_every_text():
     cfg = JudgeConfig(name="llm_as_judge", rubric="compact", samples=3)
     samples = {"q": [_sample(0, "A", "1"), _sample(1, "B", "2"), _sample(2, "C", "3")]}
     rows = llm_as_judge(
-        cfg, [{"question_id": "q", "question": "Q?"}], samples, engine, PromptBuilder(_Tok(), "plain"), 7
+        Judging(
+            cfg, [{"question_id": "q", "question": "Q?"}], samples, engine, PromptBuilder(_Tok(), "plain"), 7
+        )
     )
     assert [r["score"] for r in rows] == [4.0, 1.5, None]
     assert rows[1]["judgments"] == ["Score: 1", "no idea", "Score: 2"]
@@ -186,7 +188,9 @@ def test_llm_as_judge_on_the_real_tiny_model_gives_missing_not_zero(tiny_model):
     engine = HFEngine(cfg)
     samples = {"q": [_sample(0, "1+2 = 3 #### 3", "3"), _sample(1, "#### 4", "4")]}
     builder = PromptBuilder(engine.tokenizer, "plain")
-    rows = llm_as_judge(cfg.judge, [{"question_id": "q", "question": "1+2"}], samples, engine, builder, 0)
+    rows = llm_as_judge(
+        Judging(cfg.judge, [{"question_id": "q", "question": "1+2"}], samples, engine, builder)
+    )
     assert all(len(r["judgments"]) == 2 for r in rows)
     assert all((r["score"] is None) == all(p is None for p in r["judgment_scores"]) for r in rows)
 

@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from selftrain.config import BootstrapConfig, load_config
+from selftrain.config import load_config
 from selftrain.store import RunStore, read_stage
 
-from .conftest import ROOT, cli, stage_tables
+from .conftest import CPU_BUDGET, ROOT, cli, small_bootstrap, stage_tables
 
 pytestmark = pytest.mark.slow
 
@@ -26,16 +26,7 @@ def rubric_model(tmp_path_factory):
     from selftrain.tiny import build_tiny_model
 
     path = tmp_path_factory.mktemp("models") / "rubric"
-    cfg = BootstrapConfig(
-        steps=120,
-        batch_size=16,
-        hidden_size=64,
-        num_layers=2,
-        num_heads=2,
-        judge_fraction=0,
-        rubric_fraction=0.5,
-    )
-    build_tiny_model(path, cfg)
+    build_tiny_model(path, small_bootstrap(steps=120, judge_fraction=0, rubric_fraction=0.5))
     return path
 
 
@@ -125,13 +116,8 @@ def test_paper_recipe_one_iteration_on_cpu(tmp_path, tiny_model, shared_data):
         "sampling.max_tokens": 8,
         "judge.max_tokens": 8,
         "evaluation.max_tokens": 8,
-        "training.lora.r": 4,
-        "training.lora.alpha": 8,
         "training.max_steps": 1,
-        "training.bf16": False,
-        "training.gradient_checkpointing": False,
-        "engine.name": "hf",
-        "engine.isolation": "inline",
+        **CPU_BUDGET,
     }
     sets = [f"{k}={v}" for k, v in overrides.items()]
     cfg = load_config(PAPER, sets)

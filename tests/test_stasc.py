@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from selftrain.store import RunStore, read_stage, sha256_file
+from selftrain.store import RunStore, sha256_file
 
-from .conftest import ROOT, cli, killed_then_resumed_at, tiny_recipe, write_recipe
+from .conftest import ROOT, cli, resume_matches, run_fixture, status_columns, tiny_recipe, write_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -32,21 +32,12 @@ def stasc_recipe(root: Path, model: Path) -> dict:
     return {"method": "stasc", **recipe}
 
 
-def tables(run_dir: Path, iteration: int) -> dict:
-    store = RunStore(run_dir)
-    return {st: read_stage(store.stage_dir(iteration, st)).to_pylist() for st in TABLES}
-
-
-@pytest.fixture(scope="module")
-def stasc_run(tmp_path_factory, tiny_model) -> Path:
-    root = tmp_path_factory.mktemp("stasc")
-    proc = cli("run", str(write_recipe(root / "r.yaml", stasc_recipe(root, tiny_model))), "--no-prefect")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return root / "runs" / "s"
+stasc_run = run_fixture(stasc_recipe)
 
 
 def test_stasc_run_writes_its_stages_and_correction_metrics(stasc_run):
-    store = RunStore(stasc_run)
+    run_dir = stasc_run[0]
+    store = RunStore(run_dir)
     for it in (0, 1):
         assert [st for st in STAGES if store.manifest(it, st) is not None] == STAGES
         assert not (store.iter_dir(it) / "sample").exists()  # only the method's stages
@@ -65,24 +56,19 @@ def test_stasc_run_writes_its_stages_and_correction_metrics(stasc_run):
     # iteration 1 corrects with the policy iteration 0 fine-tuned, and continues it (sft.train_from previous)
     assert store.manifest(1, "correct").upstream.keys() >= {"iter-000/sft"}
     assert "iter-000/sft" in store.manifest(1, "sft").upstream
-    status = cli("status", str(stasc_run)).stdout
-    assert status.splitlines()[1].split() == ["iteration", *STAGES], status
+    assert status_columns(run_dir) == STAGES
 
 
 @pytest.mark.parametrize("kill_at", ["correct:shard:0", "train:step:2"])
 def test_stasc_sigkill_then_resume_equals_uninterrupted(kill_at, stasc_run, tmp_path, tiny_model):
     """`train:step:N` kills any trainer stage at step N: here the sft stage."""
-    root = tmp_path / "killed"
-    recipe = write_recipe(tmp_path / "r.yaml", stasc_recipe(root, tiny_model))
-    run_dir = root / "runs" / "s"
-    killed_then_resumed_at(recipe, run_dir, kill_at, "sft")
-    for it in (0, 1):
-        assert tables(run_dir, it) == tables(stasc_run, it)
+    recipe = stasc_recipe(tmp_path / "killed", tiny_model)
+    resume_matches(recipe, tmp_path, kill_at, "sft", stasc_run[0], TABLES)
 
 
 def test_stasc_rerun_one_stage_redoes_what_reads_it(stasc_run, tmp_path):
     run_dir = tmp_path / "runs" / "s"
-    shutil.copytree(stasc_run, run_dir)
+    shutil.copytree(stasc_run[0], run_dir)
     store = RunStore(run_dir)
     before = {st: [sha256_file(p) for p in sorted(store.stage_dir(1, st).glob("part-*"))] for st in TABLES}
     ids = {(it, st): store.manifest(it, st).output_id for it in (0, 1) for st in STAGES}

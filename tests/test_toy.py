@@ -10,7 +10,7 @@ from selftrain.config import BandConfig, BootstrapConfig, ConfigError, load_conf
 from selftrain.data import synthetic
 from selftrain.data.sources import load_source
 
-from .conftest import ROOT
+from .conftest import ROOT, small_bootstrap
 
 
 def test_digit_batch_mixes_arithmetic_rows_at_the_configured_share():
@@ -133,7 +133,7 @@ def test_chosen_only_and_filters():
 
 
 def test_oracle_and_random_judges_need_no_model():
-    from selftrain.judges import JUDGES, MODEL_FREE
+    from selftrain.judges import JUDGES, MODEL_FREE, Judging
 
     questions = [{"question_id": "q", "task": "arithmetic", "reference": "3", "choices": None}]
     samples = {
@@ -143,10 +143,10 @@ def test_oracle_and_random_judges_need_no_model():
         ]
     }
     assert {"oracle", "random", "self_consistency"} <= MODEL_FREE
-    oracle = JUDGES.get("oracle")(None, questions, samples, None, None, 0)
+    oracle = JUDGES.get("oracle")(Judging(None, questions, samples))
     assert [r["score"] for r in oracle] == [1.0, 0.0, 1.0]
-    r1 = [r["score"] for r in JUDGES.get("random")(None, questions, samples, None, None, 0)]
-    assert r1 == [r["score"] for r in JUDGES.get("random")(None, questions, samples, None, None, 0)]
+    r1 = [r["score"] for r in JUDGES.get("random")(Judging(None, questions, samples))]
+    assert r1 == [r["score"] for r in JUDGES.get("random")(Judging(None, questions, samples))]
     assert len(set(r1)) == 3
 
 
@@ -176,16 +176,16 @@ def test_rpo_is_dpo_plus_weighted_nll():
 def test_digit_sums_bootstrap_errors_when_it_cannot_reach_the_band(tmp_path):
     from selftrain.tiny import BootstrapError, build_tiny_model
 
-    cfg = BootstrapConfig(
+    band = BandConfig(hard_questions=4, easy_questions=4, pass_questions=2, k=2)
+    cfg = small_bootstrap(
         task="digit_sums",
         steps=4,
         batch_size=8,
         hidden_size=32,
         num_layers=1,
-        num_heads=2,
         min_steps=2,
         check_every=2,
-        band=BandConfig(hard_questions=4, easy_questions=4, pass_questions=2, k=2),
+        band=band,
     )
     with pytest.raises(BootstrapError, match="did not reach the band within 4 steps"):
         build_tiny_model(tmp_path / "m", cfg)

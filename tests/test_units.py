@@ -9,7 +9,7 @@ import pytest
 
 from selftrain.config import JudgeConfig, SourceConfig
 from selftrain.data.sources import DataError, load_source
-from selftrain.judges import consistency, core_po
+from selftrain.judges import Judging, consistency, core_po
 from selftrain.pairs import best_vs_rest, majority_vs_minority
 from selftrain.prompts import PromptBuilder
 
@@ -52,7 +52,7 @@ def test_core_po_scores_product_and_zero_for_bad_samples():
     ]
     engine = _StubEngine()
     rows = core_po(
-        JudgeConfig(), [{"question_id": "q", "question": "1+2=?"}], {"q": group}, engine, builder, 0
+        Judging(JudgeConfig(), [{"question_id": "q", "question": "1+2=?"}], {"q": group}, engine, builder)
     )
     assert engine.calls == 1  # all judge prompts of a shard in one batched call
     by = {r["sample_index"]: r for r in rows}

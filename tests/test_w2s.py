@@ -13,7 +13,15 @@ from selftrain.methods import METHODS
 from selftrain.store import RunStore, read_stage
 from selftrain.w2s import agree, split, w2s_pair
 
-from .conftest import ROOT, cli, killed_then_resumed, paper_on_cpu, tiny_recipe, write_recipe
+from .conftest import (
+    ROOT,
+    cli,
+    paper_on_cpu,
+    resume_matches,
+    run_fixture,
+    stage_tables,
+    tiny_recipe,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -38,24 +46,14 @@ def w2s_recipe(root: Path, model: Path) -> dict:
     return {"method": "w2s", **recipe}
 
 
-def tables(run_dir: Path) -> dict:
-    store = RunStore(run_dir)
-    return {st: read_stage(store.stage_dir(0, st)).to_pylist() for st in TABLES}
-
-
-@pytest.fixture(scope="module")
-def w2s_run(tmp_path_factory, tiny_model) -> tuple[Path, str]:
-    root = tmp_path_factory.mktemp("w2s")
-    proc = cli("run", str(write_recipe(root / "r.yaml", w2s_recipe(root, tiny_model))), "--no-prefect")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return root / "runs" / "w", proc.stdout
+w2s_run = run_fixture(w2s_recipe)
 
 
 def test_w2s_run_stages_filters_pairs_and_reports(w2s_run):
     run_dir, stdout = w2s_run
     store = RunStore(run_dir)
     assert [st for st in STAGES if store.manifest(0, st) is not None] == STAGES
-    t = tables(run_dir)
+    t = stage_tables(run_dir, 0, TABLES)
     train_1, train_2 = split(t["questions"], 4)
     ids_2 = {q["question_id"] for q in train_2}
     # the weak and the strong model answer train_2 only; the strong prompt holds a train_1 worked example
@@ -91,11 +89,8 @@ def test_w2s_run_stages_filters_pairs_and_reports(w2s_run):
 
 
 def test_w2s_sigkill_then_resume_equals_uninterrupted(w2s_run, tmp_path, tiny_model):
-    root = tmp_path / "killed"
-    recipe = write_recipe(tmp_path / "r.yaml", w2s_recipe(root, tiny_model))
-    run_dir = root / "runs" / "w"
-    killed_then_resumed(recipe, run_dir, "stage2_sample:shard:0", "stage2_sample")
-    assert tables(run_dir) == tables(w2s_run[0])
+    recipe = w2s_recipe(tmp_path / "killed", tiny_model)
+    resume_matches(recipe, tmp_path, "stage2_sample:shard:0", "w2s_dpo", w2s_run[0], TABLES)
 
 
 def test_paper_recipe_wiring_on_cpu(tmp_path, tiny_model, shared_data):

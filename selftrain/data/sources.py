@@ -62,10 +62,16 @@ def _load_hub(repo: str, subset: str | None, split: str) -> list[Row]:
         raise DataError(f"cannot load {repo} ({subset or 'default'}, {split}) from the hub: {e}") from None
 
 
-def _rows(spec: SourceConfig, repo: str, subset: str | None) -> tuple[list[Row], str]:
-    if spec.path:
-        return _read_local(spec.path), spec.path
-    return _load_hub(repo, spec.subset or subset, spec.split), repo
+def _rows(spec: SourceConfig, repo: str, subset: str | None, *fields: str) -> tuple[list[Row], str]:
+    """The rows of spec.path, else of the hub dataset `repo`, and where they came from; an error unless they
+    have `fields`."""
+    rows, origin = (
+        (_read_local(spec.path), spec.path)
+        if spec.path
+        else (_load_hub(repo, spec.subset or subset, spec.split), repo)
+    )
+    _require(rows, origin, *fields)
+    return rows, origin
 
 
 def _require(rows: list[Row], origin: str, *fields: str) -> None:
@@ -131,8 +137,7 @@ def load_digit_sums_easy(spec: SourceConfig, seed: int) -> list[Row]:
 
 @SOURCES.register("gsm8k")
 def load_gsm8k(spec: SourceConfig, seed: int) -> list[Row]:
-    rows, origin = _rows(spec, "openai/gsm8k", "main")
-    _require(rows, origin, "question", "answer")
+    rows, _ = _rows(spec, "openai/gsm8k", "main", "question", "answer")
     return [_make(spec, "gsm8k", i, r["question"], r["answer"]) for i, r in enumerate(rows)]
 
 
@@ -140,17 +145,18 @@ def load_gsm8k(spec: SourceConfig, seed: int) -> list[Row]:
 def load_math(spec: SourceConfig, seed: int) -> list[Row]:
     # The full MATH (7500 train, 5000 test) for every split, so `level: 5` on the test split gives the test
     # set's level-5 problems (what the CORE-PO paper reports), not MATH-500's 134.
-    return _math(spec, *_rows(spec, "DigitalLearningGmbH/MATH-lighteval", "default"))
+    return _math(spec, *_rows(spec, "DigitalLearningGmbH/MATH-lighteval", "default", "problem"))
 
 
 @SOURCES.register("math500")
 def load_math500(spec: SourceConfig, seed: int) -> list[Row]:
     # MATH-500 (a 500-problem subset of the MATH test set) has one split, "test"
-    return _math(spec, *_rows(spec.model_copy(update={"split": "test"}), "HuggingFaceH4/MATH-500", None))
+    return _math(
+        spec, *_rows(spec.model_copy(update={"split": "test"}), "HuggingFaceH4/MATH-500", None, "problem")
+    )
 
 
 def _math(spec: SourceConfig, rows: list[Row], origin: str) -> list[Row]:
-    _require(rows, origin, "problem")
     out = []
     for i, r in enumerate(rows):
         level = r.get("level")
@@ -177,32 +183,33 @@ def _math(spec: SourceConfig, rows: list[Row], origin: str) -> list[Row]:
 
 @SOURCES.register("arc_challenge")
 def load_arc(spec: SourceConfig, seed: int) -> list[Row]:
-    rows, origin = _rows(spec, "allenai/ai2_arc", "ARC-Challenge")
-    _require(rows, origin, "question", "choices", "answerKey")
-    out = []
-    for i, r in enumerate(rows):
-        labels, texts = r["choices"]["label"], r["choices"]["text"]
-        # ARC mixes letter and digit labels ("1".."4" on 22 test items); we re-label by position as [I]..[V]
-        ref = ROMAN[labels.index(r["answerKey"])] if r["answerKey"] in labels else None
-        out.append(_make(spec, "choice", i, r["question"], ref, choices=list(texts), labels=labels))
-    return out
+    rows, _ = _rows(spec, "allenai/ai2_arc", "ARC-Challenge", "question", "choices", "answerKey")
+    return [_arc_row(spec, i, r) for i, r in enumerate(rows)]
+
+
+def _arc_row(spec: SourceConfig, i: int, r: Row) -> Row:
+    labels, texts = r["choices"]["label"], r["choices"]["text"]
+    # ARC mixes letter and digit labels ("1".."4" on 22 test items); we re-label by position as [I]..[V]
+    ref = ROMAN[labels.index(r["answerKey"])] if r["answerKey"] in labels else None
+    return _make(spec, "choice", i, r["question"], ref, choices=list(texts), labels=labels)
 
 
 @SOURCES.register("gpqa")
 def load_gpqa(spec: SourceConfig, seed: int) -> list[Row]:
-    rows, origin = _rows(spec, "Idavidrein/gpqa", "gpqa_main")
-    _require(rows, origin, "Question", "Correct Answer", "Incorrect Answer 1")
-    out = []
-    for i, r in enumerate(rows):
-        options = [r["Correct Answer"]] + [
-            r[f"Incorrect Answer {k}"] for k in (1, 2, 3) if r.get(f"Incorrect Answer {k}")
-        ]
-        options = [str(o).strip() for o in options]
-        order = list(range(len(options)))
-        random.Random(f"gpqa-{seed}-{i}").shuffle(order)  # fixed per question and seed
-        shuffled = [options[j] for j in order]
-        out.append(_make(spec, "choice", i, r["Question"].strip(), ROMAN[order.index(0)], choices=shuffled))
-    return out
+    rows, _ = _rows(spec, "Idavidrein/gpqa", "gpqa_main", "Question", "Correct Answer", "Incorrect Answer 1")
+    return [_gpqa_row(spec, seed, i, r) for i, r in enumerate(rows)]
+
+
+def _gpqa_row(spec: SourceConfig, seed: int, i: int, r: Row) -> Row:
+    """The correct answer and the incorrect ones in an order fixed per question and seed."""
+    options = [r["Correct Answer"]] + [
+        r[f"Incorrect Answer {k}"] for k in (1, 2, 3) if r.get(f"Incorrect Answer {k}")
+    ]
+    options = [str(o).strip() for o in options]
+    order = list(range(len(options)))
+    random.Random(f"gpqa-{seed}-{i}").shuffle(order)
+    shuffled = [options[j] for j in order]
+    return _make(spec, "choice", i, r["Question"].strip(), ROMAN[order.index(0)], choices=shuffled)
 
 
 @SOURCES.register("file")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -16,7 +18,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from selftrain.report.calibration import quantile_bins  # noqa: E402
-from selftrain.report.gather import RunData  # noqa: E402
+from selftrain.report.gather import IterationData, RunData  # noqa: E402
 from selftrain.spec import STAGES  # noqa: E402
 
 TRAIN_METRICS = [
@@ -35,9 +37,34 @@ def _iter_color(i: int, n: int) -> tuple:
     return plt.get_cmap("viridis")(0.15 + 0.7 * (i / max(1, n - 1)))
 
 
-def _style(ax) -> None:  # noqa: ANN001
+def _style(ax, title: str, xlabel: str, ylabel: str | None = None, legend: bool = True) -> None:  # noqa: ANN001
+    """Title and axis labels, a light grid, no top and right spines, and (after plotting) a small legend."""
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    if ylabel is not None:
+        ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
+    if legend:
+        ax.legend(fontsize=8)
+
+
+def _of_iterations(has: Callable[[IterationData], Any]):
+    """A figure drawn from the iterations where `has` holds (`draw(its)`), laid out; None where none does."""
+
+    def wrap(draw: Callable[[list[IterationData]], Figure]) -> Callable[[RunData], Figure | None]:
+        def figure(run: RunData) -> Figure | None:
+            its = [it for it in run.iterations if has(it)]
+            if not its:
+                return None
+            fig = draw(its)
+            fig.tight_layout()
+            return fig
+
+        figure.__doc__ = draw.__doc__
+        return figure
+
+    return wrap
 
 
 def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -93,23 +120,17 @@ def accuracy(run: RunData) -> Figure | None:
                 label = f"policy best-of-{points[0][1].get('best_of_k')}"
             ax.errorbar(xs, ys, yerr=err, color=color, marker=marker, capsize=3, label=label)
         n = policy[-1][1]["n"] if policy else models.get("base", [(0, {"n": 0})])[0][1]["n"]
-        ax.set_title(f"{src} (n={n})")
-        ax.set_xlabel("iteration (policy after training)")
-        ax.set_ylabel("accuracy")
         ax.set_xticks([i.iteration for i in run.iterations])
         ax.set_ylim(-0.02, 1.02)
-        _style(ax)
-        ax.legend(fontsize=8, loc="best")
+        _style(ax, f"{src} (n={n})", "iteration (policy after training)", "accuracy")
     fig.tight_layout()
     return fig
 
 
-def judge(run: RunData) -> Figure | None:
+@_of_iterations(lambda it: it.judge is not None)
+def judge(its: list[IterationData]) -> Figure:
     """Left: reliability diagram (mean score vs share right, per score bin) per iteration. Right: AUROC
     pooled and within question, and ECE, over iterations."""
-    its = [it for it in run.iterations if it.judge is not None]
-    if not its:
-        return None
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     top = 0.0
     for k, it in enumerate(its):
@@ -129,13 +150,14 @@ def judge(run: RunData) -> Figure | None:
     # zoomed to the data: scores crowded near 0.25 are unreadable on a 0-1 square
     lim = min(1.0, top * 1.15 + 0.02)
     ax.plot([0, lim], [0, lim], color="grey", ls="--", lw=1, label="perfect calibration")
-    ax.set_xlabel("judge score (bin mean)")
-    ax.set_ylabel("share of samples right")
-    ax.set_title("reliability (each point: a tenth of the samples)")
     ax.set_xlim(-0.01 * lim, lim * 1.02)
     ax.set_ylim(-0.01 * lim, lim * 1.02)
-    _style(ax)
-    ax.legend(fontsize=8)
+    _style(
+        ax,
+        "reliability (each point: a tenth of the samples)",
+        "judge score (bin mean)",
+        "share of samples right",
+    )
     xs = [it.iteration for it in its]
     for attr, label, style in (
         ("auroc", "AUROC pooled", "-o"),
@@ -147,18 +169,12 @@ def judge(run: RunData) -> Figure | None:
     ax2.axhline(0.5, color="grey", ls=":", lw=1, label="chance AUROC")
     ax2.set_xticks(xs)
     ax2.set_ylim(-0.02, 1.02)
-    ax2.set_xlabel("iteration (judge = the policy that sampled)")
-    ax2.set_title("judge quality per iteration")
-    _style(ax2)
-    ax2.legend(fontsize=8)
-    fig.tight_layout()
+    _style(ax2, "judge quality per iteration", "iteration (judge = the policy that sampled)")
     return fig
 
 
-def score_histograms(run: RunData) -> Figure | None:
-    its = [it for it in run.iterations if it.judge is not None]
-    if not its:
-        return None
+@_of_iterations(lambda it: it.judge is not None)
+def score_histograms(its: list[IterationData]) -> Figure:
     cols = min(len(its), 4)
     rows = math.ceil(len(its) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
@@ -169,37 +185,17 @@ def score_histograms(run: RunData) -> Figure | None:
     bins = [lo + i * width for i in range(31)]
     for ax, it in zip(axes.flat, its, strict=False):
         j = it.judge
-        right = [s for s, y in zip(j.scores, j.labels, strict=True) if y]
-        wrong = [s for s, y in zip(j.scores, j.labels, strict=True) if not y]
-        ax.hist(
-            [min(max(s, 0), 1) for s in wrong],
-            bins=bins,
-            alpha=0.6,
-            color=WRONG,
-            label=f"wrong ({len(wrong)})",
-        )
-        ax.hist(
-            [min(max(s, 0), 1) for s in right],
-            bins=bins,
-            alpha=0.6,
-            color=RIGHT,
-            label=f"right ({len(right)})",
-        )
-        ax.set_title(f"iter {it.iteration}: judge scores")
-        ax.set_xlabel("score")
-        ax.set_ylabel("samples")
-        _style(ax)
-        ax.legend(fontsize=8)
+        for name, right, color in (("wrong", False, WRONG), ("right", True, RIGHT)):
+            xs = [min(max(s, 0), 1) for s, y in zip(j.scores, j.labels, strict=True) if bool(y) == right]
+            ax.hist(xs, bins=bins, alpha=0.6, color=color, label=f"{name} ({len(xs)})")
+        _style(ax, f"iter {it.iteration}: judge scores", "score", "samples")
     for ax in list(axes.flat)[len(its) :]:
         ax.axis("off")
-    fig.tight_layout()
     return fig
 
 
-def pairs(run: RunData) -> Figure | None:
-    its = [it for it in run.iterations if it.pairs]
-    if not its:
-        return None
+@_of_iterations(lambda it: it.pairs)
+def pairs(its: list[IterationData]) -> Figure:
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
     # chosen-only builders (SFT data) have no rejected side: their panel shows the chosen score instead
     one_sided = all(p["rejected_score"] is None for it in its for p in it.pairs)
@@ -217,11 +213,12 @@ def pairs(run: RunData) -> Figure | None:
             color=_iter_color(k, len(its)),
             label=f"iter {it.iteration} ({len(gaps)} pairs)",
         )
-    ax.set_xlabel("chosen score" if one_sided else "chosen score - rejected score")
-    ax.set_ylabel("pairs")
-    ax.set_title("chosen score" if one_sided else "score gap")
-    _style(ax)
-    ax.legend(fontsize=8)
+    _style(
+        ax,
+        "chosen score" if one_sided else "score gap",
+        "chosen score" if one_sided else "chosen score - rejected score",
+        "pairs",
+    )
     data, positions, colors = [], [], []
     for k, it in enumerate(its):
         data += [
@@ -235,17 +232,12 @@ def pairs(run: RunData) -> Figure | None:
         patch.set_facecolor(color)
         patch.set_alpha(0.6)
     ax2.set_xticks([3 * k + 0.5 for k in range(len(its))], [f"iter {it.iteration}" for it in its])
-    ax2.set_ylabel("characters")
-    ax2.set_title("length: chosen (green) vs rejected (red)")
-    _style(ax2)
-    fig.tight_layout()
+    _style(ax2, "length: chosen (green) vs rejected (red)", "", "characters", legend=False)
     return fig
 
 
-def training(run: RunData) -> Figure | None:
-    its = [it for it in run.iterations if it.log_history]
-    if not its:
-        return None
+@_of_iterations(lambda it: it.log_history)
+def training(its: list[IterationData]) -> Figure:
     fig, axes = plt.subplots(1, len(TRAIN_METRICS), figsize=(5 * len(TRAIN_METRICS), 3.5))
     for ax, (key, title) in zip(axes, TRAIN_METRICS, strict=True):
         for k, it in enumerate(its):
@@ -257,19 +249,13 @@ def training(run: RunData) -> Figure | None:
                     color=_iter_color(k, len(its)),
                     label=f"iter {it.iteration}",
                 )
-        ax.set_title(title)
-        ax.set_xlabel("optimizer step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        _style(ax)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+        _style(ax, title, "optimizer step")
     return fig
 
 
-def stage_times(run: RunData) -> Figure | None:
-    its = [it for it in run.iterations if any(st.wall_s is not None for st in it.stages.values())]
-    if not its:
-        return None
+@_of_iterations(lambda it: any(st.wall_s is not None for st in it.stages.values()))
+def stage_times(its: list[IterationData]) -> Figure:
     fig, ax = plt.subplots(figsize=(10, 0.55 * len(its) + 1.6))
     for it in its:
         left = 0.0
@@ -283,9 +269,7 @@ def stage_times(run: RunData) -> Figure | None:
             left += w
     ax.set_yticks([it.iteration for it in its], [f"iter {it.iteration}" for it in its])
     ax.invert_yaxis()
-    ax.set_xlabel("wall time (s)")
-    ax.set_title("time per stage")
-    _style(ax)
+    _style(ax, "time per stage", "wall time (s)", legend=False)
     handles, labels = ax.get_legend_handles_labels()
     ax.legend(
         handles,
@@ -295,7 +279,6 @@ def stage_times(run: RunData) -> Figure | None:
         loc="upper center",
         bbox_to_anchor=(0.5, -0.35 if len(its) < 3 else -0.2),
     )
-    fig.tight_layout()
     return fig
 
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
+
+import pyarrow as pa
 
 from selftrain.config import Config
 from selftrain.data.sources import load_source
 from selftrain.engines.base import Completion, Engine, SamplingSpec
 from selftrain.grading import grade
-from selftrain.judges import JUDGES
+from selftrain.judges import JUDGES, Judging
 from selftrain.prompts import PromptBuilder
 from selftrain.schemas import EVAL
 from selftrain.stages.common import StageInputs, chunks, finish, read_shards, shard_seed, write_sharded
@@ -82,7 +85,7 @@ def best_of_rows(
     samples: dict[str, list[dict]] = defaultdict(list)
     for s in sample_rows(local, prompts, outs):
         samples[s["question_id"]].append(s)
-    scored = JUDGES.get(cfg.judge.name)(cfg.judge, local, samples, engine, builder, seed)
+    scored = JUDGES.get(cfg.judge.name)(Judging(cfg.judge, local, samples, engine, builder, seed))
     score = {(r["question_id"], r["sample_index"]): r["score"] for r in scored}
     rows = []
     for j, (q, comps) in enumerate(zip(group, outs, strict=True)):
@@ -130,18 +133,40 @@ def greedy_rows(lazy: LazyEngine, group: list[dict], greedy: SamplingSpec) -> tu
     return prompts, [_row(q, "greedy", 0, comps[0], None, True) for q, comps in zip(group, outs, strict=True)]
 
 
-def finish_eval(
-    writer: StageWriter, inputs: StageInputs, shards: list, metrics: dict[str, dict[str, dict]]
+def greedy_spec(cfg: Config) -> SamplingSpec:
+    """Greedy decoding within evaluation.max_tokens: every evaluation's answers."""
+    return SamplingSpec(n=1, temperature=0.0, top_p=1.0, max_tokens=cfg.evaluation.max_tokens, seed=0)
+
+
+def evaluate_sharded(
+    writer: StageWriter,
+    inputs: StageInputs,
+    groups: list[list[dict]],
+    engines: dict[str, LazyEngine],
+    make_rows: Callable[[list[dict], int], list[dict]],
+    schema: pa.Schema,
+    metrics: Callable[[list[dict]], dict[str, dict[str, dict]]],
 ) -> Manifest:
-    """Write the metrics beside the shards (and in the manifest's stats, where accuracy tables read them)."""
+    """The tail of every evaluation stage: the groups' rows written shard by shard (every engine closed after,
+    failed or not), then `metrics(rows)` beside the shards and in the manifest's stats, where accuracy tables
+    read them. None in a data-parallel worker that does not write the manifest."""
+    try:
+        desc = f"{inputs.stage} iter-{inputs.iteration:03d}"
+        shards = write_sharded(writer, inputs, groups, make_rows, schema, desc)
+    finally:
+        for e in engines.values():
+            e.close()
+    if shards is None:
+        return None  # type: ignore[return-value]  # another worker writes the manifest
+    values = metrics(read_shards(writer.dir, shards, schema).to_pylist())
     path = writer.dir / METRICS
-    atomic_write_text(path, json.dumps(metrics, indent=2))
-    return finish(writer, inputs, shards, {"metrics": metrics}, [file_info(path)])
+    atomic_write_text(path, json.dumps(values, indent=2))
+    return finish(writer, inputs, shards, {"metrics": values}, [file_info(path)])
 
 
 def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
     groups, engines = eval_groups(cfg, inputs)
-    greedy = SamplingSpec(n=1, temperature=0.0, top_p=1.0, max_tokens=cfg.evaluation.max_tokens, seed=0)
+    greedy = greedy_spec(cfg)
 
     def make_rows(group: list[dict], index: int) -> list[dict]:
         lazy = engine_for(engines, group[0]["model"])
@@ -152,15 +177,4 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
             rows += best_of_rows(cfg, group, prompts, lazy.engine, lazy.builder, seed)
         return rows
 
-    try:
-        shards = write_sharded(
-            writer, inputs, groups, make_rows, EVAL, f"evaluate iter-{inputs.iteration:03d}"
-        )
-    finally:
-        for e in engines.values():
-            e.close()
-    if shards is None:
-        return None  # type: ignore[return-value]  # another worker writes the manifest
-    return finish_eval(
-        writer, inputs, shards, metrics_by_source(read_shards(writer.dir, shards, EVAL).to_pylist())
-    )
+    return evaluate_sharded(writer, inputs, groups, engines, make_rows, EVAL, metrics_by_source)

@@ -5,18 +5,17 @@ the correction rates wrong -> right and right -> wrong. Policy and, in iteration
 from __future__ import annotations
 
 from selftrain.config import Config
-from selftrain.engines.base import SamplingSpec
 from selftrain.grading import grade
 from selftrain.schemas import CORRECTION_EVAL
-from selftrain.stages.common import StageInputs, read_shards, write_sharded
-from selftrain.stages.evaluate import engine_for, eval_groups, finish_eval
+from selftrain.stages.common import StageInputs
+from selftrain.stages.evaluate import engine_for, eval_groups, evaluate_sharded, greedy_spec
 from selftrain.stasc import correction_metrics
 from selftrain.store import Manifest, StageWriter
 
 
 def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
     groups, engines = eval_groups(cfg, inputs)
-    greedy = SamplingSpec(n=1, temperature=0.0, top_p=1.0, max_tokens=cfg.evaluation.max_tokens, seed=0)
+    greedy = greedy_spec(cfg)
 
     def make_rows(group: list[dict], index: int) -> list[dict]:
         del index  # greedy throughout: nothing depends on the shard
@@ -48,11 +47,4 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
             )
         return rows
 
-    try:
-        desc = f"evaluate_correction iter-{inputs.iteration:03d}"
-        shards = write_sharded(writer, inputs, groups, make_rows, CORRECTION_EVAL, desc)
-    finally:
-        for e in engines.values():
-            e.close()
-    rows = read_shards(writer.dir, shards, CORRECTION_EVAL).to_pylist()
-    return finish_eval(writer, inputs, shards, correction_metrics(rows))
+    return evaluate_sharded(writer, inputs, groups, engines, make_rows, CORRECTION_EVAL, correction_metrics)

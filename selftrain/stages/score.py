@@ -8,7 +8,7 @@ from collections import defaultdict
 
 from selftrain.config import Config
 from selftrain.diagnostics import judge_diagnostics, judgment_stats
-from selftrain.judges import JUDGES, MODEL_FREE
+from selftrain.judges import JUDGES, MODEL_FREE, Judging
 from selftrain.schemas import SCORES
 from selftrain.stages.common import StageInputs, chunks, finish, read_shards, shard_seed, write_sharded
 from selftrain.stages.sample import LazyEngine
@@ -30,7 +30,7 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
     def make_rows(group: list[dict], index: int) -> list[dict]:
         seed = shard_seed(cfg.run.seed, inputs.iteration, index)
         engine, builder = (lazy.engine, lazy.builder) if needs_model else (None, None)
-        return judge(cfg.judge, group, by_question, engine, builder, seed)
+        return judge(Judging(cfg.judge, group, by_question, engine, builder, seed))
 
     try:
         groups = list(chunks(questions, cfg.data.shard_size))

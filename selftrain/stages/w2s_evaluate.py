@@ -6,10 +6,15 @@ from __future__ import annotations
 
 from selftrain.config import Config
 from selftrain.data.sources import load_source
-from selftrain.engines.base import SamplingSpec
 from selftrain.schemas import EVAL
-from selftrain.stages.common import StageInputs, chunks, read_shards, write_sharded
-from selftrain.stages.evaluate import engine_for, finish_eval, greedy_rows, metrics_by_source
+from selftrain.stages.common import StageInputs, chunks
+from selftrain.stages.evaluate import (
+    engine_for,
+    evaluate_sharded,
+    greedy_rows,
+    greedy_spec,
+    metrics_by_source,
+)
 from selftrain.stages.sample import LazyEngine
 from selftrain.stages.weak_sft import weak_config
 from selftrain.store import Manifest, StageWriter
@@ -33,18 +38,10 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
         for m in MODELS
         for chunk in chunks(questions, cfg.evaluation.batch_size)
     ]
-    greedy = SamplingSpec(n=1, temperature=0.0, top_p=1.0, max_tokens=cfg.evaluation.max_tokens, seed=0)
+    greedy = greedy_spec(cfg)
 
     def make_rows(group: list[dict], index: int) -> list[dict]:
         del index
         return greedy_rows(engine_for(engines, group[0]["model"]), group, greedy)[1]
 
-    try:
-        desc = f"w2s_evaluate iter-{inputs.iteration:03d}"
-        shards = write_sharded(writer, inputs, groups, make_rows, EVAL, desc)
-    finally:
-        for e in engines.values():
-            e.close()
-    return finish_eval(
-        writer, inputs, shards, metrics_by_source(read_shards(writer.dir, shards, EVAL).to_pylist())
-    )
+    return evaluate_sharded(writer, inputs, groups, engines, make_rows, EVAL, metrics_by_source)

@@ -93,7 +93,7 @@ def train_dpo(
     # disabled; with reference=base and init=previous, adapter i-1's weights are loaded into it below (the
     # paper: one adapter trained on through the run, always against the base).
     keep_loaded = continue_adapter and t.reference == "previous"
-    tokenizer, model, peft_config = load_for_training(cfg, init_adapter if keep_loaded else None)
+    loaded = load_for_training(cfg, init_adapter if keep_loaded else None)
     # pairs read (and sha256-checked) by the store, not re-read from the files behind its back
     dataset = Dataset(pairs.select(["prompt", "chosen", "rejected"]).combine_chunks())
     ckpt_dir = out_dir / "checkpoints"
@@ -113,14 +113,7 @@ def train_dpo(
         key = refs.cache_key(dataset.data.table, identity, t.max_length, t.bf16)
         root = ref_cache_root or out_dir.parent.parent / "cache" / "reference-logps"
         trainer_class = refs.caching_trainer_class(root / key, {"reference": identity}, ref_record)
-    trainer = trainer_class(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[_kill_callback()],
-    )
+    trainer = build_trainer(trainer_class, args, dataset, loaded)
     if continue_adapter and t.reference == "base":
         _load_adapter_weights(trainer.model, Path(init_adapter))
     stats = train_and_save(trainer, ckpt_dir, out_dir, METRIC_KEYS)
@@ -129,6 +122,20 @@ def train_dpo(
         **({"reference_logps": ref_record} if ref_record else {}),
         **stats,
     }
+
+
+def build_trainer(trainer_class: Any, args: Any, dataset: Any, loaded: tuple[Any, Any, Any]) -> Any:
+    """A TRL trainer of `trainer_class` (DPO's or SFT's) on `dataset`, over load_for_training's (tokenizer,
+    model, peft_config), with the crash tests' kill-after-checkpoint callback."""
+    tokenizer, model, peft_config = loaded
+    return trainer_class(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[_kill_callback()],
+    )
 
 
 def load_for_training(cfg: Config, continue_from: str | None) -> tuple[Any, Any, Any]:

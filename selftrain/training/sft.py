@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from selftrain.config import Config
-from selftrain.training.dpo import _kill_callback, load_for_training, train_and_save, trainer_args
+from selftrain.training.dpo import build_trainer, load_for_training, train_and_save, trainer_args
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +46,12 @@ def train_sft(cfg: Config, pairs: pa.Table, out_dir: Path, init_adapter: str | N
 
     # `init_adapter` is continued: callers pass one only where the policy continues (training.init: previous
     # for the train stage, sft.train_from: previous for the sft stage)
-    tokenizer, model, peft_config = load_for_training(cfg, init_adapter)
+    loaded = load_for_training(cfg, init_adapter)
     rows = pairs.to_pylist()
     dataset = Dataset.from_list(sft_rows(rows))
     ckpt_dir = out_dir / "checkpoints"
     args = SFTConfig(**trainer_args(cfg, ckpt_dir), completion_only_loss=True, packing=False)
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[_kill_callback()],
-    )
+    trainer = build_trainer(SFTTrainer, args, dataset, loaded)
     stats = train_and_save(trainer, ckpt_dir, out_dir, SFT_METRIC_KEYS)
     return {"loss_kind": "sft", "pairs": len(rows), "sft_examples": len(dataset), **stats}
 
