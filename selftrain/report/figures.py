@@ -45,7 +45,7 @@ def _style(ax, title: str, xlabel: str, ylabel: str | None = None, legend: bool 
         ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
-    if legend:
+    if legend and ax.get_legend_handles_labels()[0]:  # an empty legend only warns on the user's terminal
         ax.legend(fontsize=8)
 
 
