@@ -20,6 +20,8 @@ from selftrain.bandcheck import _generate
 from selftrain.config import ConfigError, JudgeWarmupConfig
 from selftrain.data import synthetic
 from selftrain.diagnostics import within_question_auroc
+from selftrain.engines.hf import option_probs
+from selftrain.judges import two_way
 from selftrain.packing import pack_batch
 from selftrain.progress import track
 from selftrain.prompts import PromptBuilder
@@ -65,8 +67,6 @@ def judge_prompts(
 def judge_aurocs(model, tokenizer, builder: PromptBuilder, groups: list[Group], context: int) -> dict:  # noqa: ANN001
     """Within-question AUROC of the CORE-PO score (P(True) of reasoning x answer), of each judge alone, and of
     self-consistency (the sample's answer share) on the same samples."""
-    import torch
-
     rng = random.Random(1)
     keys, reasoning_prompts, answer_prompts = [], [], []
     for q, group in enumerate(groups):
@@ -75,16 +75,9 @@ def judge_aurocs(model, tokenizer, builder: PromptBuilder, groups: list[Group], 
             reasoning_prompts.append(r)
             answer_prompts.append(a)
             keys.append(q)
-    ids = tokenizer.convert_tokens_to_ids(["A", "B"])
-    tokenizer.padding_side = "left"
 
-    @torch.no_grad()
-    def p_true(prompts: list[str]) -> list[float]:
-        out: list[float] = []
-        for k in range(0, len(prompts), 128):
-            enc = tokenizer(prompts[k : k + 128], add_special_tokens=False, return_tensors="pt", padding=True)
-            out += model(**enc).logits[:, -1, ids].float().softmax(-1)[:, 0].tolist()
-        return out
+    def p_true(prompts: list[str]) -> list[float]:  # as the core_po judge reads it
+        return [two_way(pr) for pr in option_probs(model, tokenizer, prompts, ("A", "B"), 128)]
 
     model.eval()
     reasoning, answer = p_true(reasoning_prompts), p_true(answer_prompts)

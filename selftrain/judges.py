@@ -65,7 +65,7 @@ def consistency(samples: list[Row]) -> list[float]:
     return [counts[s["answer"]] / n if s["answer"] is not None else 0.0 for s in samples]
 
 
-def _two_way(probs: list[float]) -> float:
+def two_way(probs: list[float]) -> float:
     p_true, p_false = probs
     total = p_true + p_false
     return p_true / total if total > 0 else 0.5
@@ -112,7 +112,7 @@ def core_po(job: Judging) -> list[Row]:
     if prompts:
         probs = job.engine.option_probs(prompts, tuple(cfg.options))
         for (i, key), pr in zip(slots, probs, strict=True):
-            rows[i][key] = _two_way(pr)
+            rows[i][key] = two_way(pr)
     for row in rows:
         if row["answer_confidence"] is not None and row["reasoning_confidence"] is not None:
             row["score"] = row["answer_confidence"] * row["reasoning_confidence"]

@@ -49,6 +49,28 @@ def load_model_and_tokenizer(cfg: Config, adapter: str | None = None, merge: boo
     return model, tokenizer
 
 
+def option_probs(
+    model, tokenizer, prompts: list[str], options: tuple[str, ...], batch_size: int
+) -> list[list[float]]:  # noqa: ANN001 - transformers types
+    """P(option) per prompt by the CORE-PO token rule (`option_requests`), from a loaded model: the hf engine's
+    judge reads, and the tiny bootstrap's judge warm-up measures its model the same way."""
+    import torch
+
+    requests = option_requests(tokenizer, prompts, options)
+    device = next(model.parameters()).device
+    tokenizer.padding_side = "left"
+    out: list[list[float]] = []
+    for i in range(0, len(requests), batch_size):
+        batch = requests[i : i + batch_size]
+        enc = tokenizer.pad({"input_ids": [r.context for r in batch]}, return_tensors="pt", padding=True)
+        with torch.no_grad():
+            logits = model(**{k: v.to(device) for k, v in enc.items()}).logits[:, -1, :].float()
+        probs = torch.softmax(logits, dim=-1)
+        index = torch.tensor([r.option_ids for r in batch], device=probs.device)
+        out.extend(probs.gather(1, index).tolist())
+    return out
+
+
 @ENGINES.register("hf")
 class HFEngine:
     def __init__(self, cfg: Config, adapter: str | None = None):
@@ -110,20 +132,7 @@ class HFEngine:
         return Completion(text=text, num_tokens=len(ids) + (finish == "stop"), finish_reason=finish)
 
     def option_probs(self, prompts: list[str], options: tuple[str, ...]) -> list[list[float]]:
-        import torch
-
-        requests = option_requests(self.tokenizer, prompts, options)
-        out: list[list[float]] = []
-        bs = self.cfg.judge.batch_size
-        for i in range(0, len(requests), bs):
-            batch = requests[i : i + bs]
-            enc = self._pad([r.context for r in batch])
-            with torch.no_grad():
-                logits = self.model(**enc).logits[:, -1, :].float()
-            probs = torch.softmax(logits, dim=-1)
-            index = torch.tensor([r.option_ids for r in batch], device=probs.device)
-            out.extend(probs.gather(1, index).tolist())
-        return out
+        return option_probs(self.model, self.tokenizer, prompts, options, self.cfg.judge.batch_size)
 
     def completion_logprobs(self, prompts: list[str], completions: list[str]) -> list[float]:
         import torch
