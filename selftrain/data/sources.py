@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from selftrain.data import synthetic
+from selftrain.data import arithmetic_words, synthetic
 from selftrain.grading.normalize import ROMAN, label_to_index
 from selftrain.registry import Registry
 
@@ -135,6 +135,22 @@ def load_digit_sums_easy(spec: SourceConfig, seed: int) -> list[Row]:
     return _digit_sums(spec, "easy")
 
 
+@SOURCES.register("arithmetic_words")
+def load_arithmetic_words(spec: SourceConfig, seed: int) -> list[Row]:
+    """One-step arithmetic in plain words (selftrain/data/arithmetic_words.py): `subset` add1, mul1, add2, mul2,
+    word1 or a comma-separated mix; `split` train or test, held out by fact; `size` questions per drawn task
+    (add1 and mul1 give all of theirs). Ids name the task, so a task's ids are the same alone or in a mix."""
+    try:
+        questions = arithmetic_words.questions(spec.subset, spec.split, spec.size, seed)
+    except ValueError as e:
+        raise DataError(f"source {spec.name}: {e}") from None
+    rows = []
+    for q in questions:
+        row = _make(spec, "numeric", q.index, q.text, q.answer, subset=q.task, op=q.op, operands=[q.a, q.b])
+        rows.append({**row, "question_id": f"{spec.name}-{spec.split}-{q.task}-{q.index:06d}"})
+    return rows
+
+
 @SOURCES.register("gsm8k")
 def load_gsm8k(spec: SourceConfig, seed: int) -> list[Row]:
     rows, _ = _rows(spec, "openai/gsm8k", "main", "question", "answer")
@@ -231,12 +247,16 @@ def load_file(spec: SourceConfig, seed: int) -> list[Row]:
     return out
 
 
+_SELF_ORDERED = {"synthetic_arithmetic", "arithmetic_words"}
+
+
 def load_source(spec: SourceConfig, seed: int) -> list[Row]:
-    """Rows of one source after a seeded shuffle and `limit` (the synthetic source is already random)."""
+    """Rows of one source after a seeded shuffle and `limit` (the synthetic sources are already random, and
+    arithmetic_words orders its test split without the run seed, so a limit keeps one evaluation set)."""
     rows = SOURCES.get(spec.name)(spec, seed)
     if not rows:
         raise DataError(f"source {spec.name} ({spec.path or spec.split}) has no rows")
-    if spec.name != "synthetic_arithmetic" and not spec.name.startswith("digit_sums"):
+    if spec.name not in _SELF_ORDERED and not spec.name.startswith("digit_sums"):
         rng = random.Random(f"{spec.name}-{spec.split}-{seed}")
         rows = rows[:]
         rng.shuffle(rows)
