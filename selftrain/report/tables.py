@@ -46,6 +46,8 @@ def judge_row(it: IterationData) -> Row | None:
         "mixed questions": f"{q.mixed_questions}/{q.questions}",
         "ECE": _r(q.ece),
         "mean score": _r(statistics.fmean(it.judge.scores)) if it.judge.scores else None,
+        # share of samples the judge could read (core_po: the response format parsed; else an answer)
+        "parsed samples": _r(it.stage("score").stats.get("parse_rate")),
     }
 
 
@@ -82,6 +84,7 @@ def train_row(it: IterationData) -> Row | None:
         "iteration": it.iteration,
         "pairs": s.get("pairs"),
         "steps": s.get("steps"),
+        "trained": {True: "yes", False: "no (policy kept)"}.get(s.get("trained"), ""),
         "final loss": s.get("loss"),
         "reward margin": s.get("rewards_margins"),
         "reward accuracy": s.get("rewards_accuracies"),

@@ -37,7 +37,8 @@ class LazyEngine:
 
     @functools.cached_property
     def builder(self) -> PromptBuilder:
-        return PromptBuilder(self.engine.tokenizer, self.cfg.prompt.template, self.cfg.prompt.system)
+        p = self.cfg.prompt
+        return PromptBuilder(self.engine.tokenizer, p.template, p.system, p.one_shot)
 
     def close(self) -> None:
         """Free the model; a later use loads it again."""

@@ -6,9 +6,10 @@ import logging
 import statistics
 from collections import defaultdict
 
-from selftrain.config import Config
+from selftrain.config import Config, ConfigError
 from selftrain.diagnostics import judge_diagnostics, judgment_stats
 from selftrain.judges import JUDGES, MODEL_FREE, Judging
+from selftrain.prompts import PromptBuilder
 from selftrain.schemas import SCORES
 from selftrain.stages.common import StageInputs, chunks, finish, read_shards, shard_seed, write_sharded
 from selftrain.stages.sample import LazyEngine
@@ -23,6 +24,7 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
     for s in inputs.table("sample").to_pylist():
         by_question[s["question_id"]].append(s)
     judge = JUDGES.get(cfg.judge.name)
+    parse_rate = check_parse_rate(cfg, [s for group in by_question.values() for s in group])
     # the judge is the policy itself (CORE-PO judges with the model being trained)
     lazy = LazyEngine(cfg, inputs.policy_adapter())
     needs_model = cfg.judge.name not in MODEL_FREE
@@ -45,6 +47,7 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
     scores = [s for s in t.column("score").to_pylist() if s is not None]
     stats = {
         "scored": t.num_rows,
+        "parse_rate": parse_rate,
         "mean_score": round(statistics.fmean(scores), 6) if scores else None,
         "zero_scores": sum(s == 0 for s in scores),
         **judgment_stats(t.select(["score", "judgment_scores"]).to_pylist()),
@@ -66,3 +69,33 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
                 "the judge is near chance within question (AUROC %.3f): its pairs carry little", within
             )
     return finish(writer, inputs, shards, stats)
+
+
+def check_parse_rate(cfg: Config, samples: list[dict]) -> float | None:
+    """The share of finished samples whose answer the judge can read: CORE-PO's response format parsed (its
+    judge scores the rest 0), else an extracted answer. A core_po iteration below judge.min_parse_rate stops
+    here with one line, before any model is loaded: scoring every sample 0 would build no pairs, train nothing
+    and still end every stage "done"."""
+    if not samples:
+        return None
+    if cfg.judge.name == "core_po":
+        parser = PromptBuilder(None, cfg.prompt.template)
+        ok = sum(s["finish_reason"] == "stop" and parser.parse(s["completion"]).ok for s in samples)
+    else:
+        ok = sum(s["finish_reason"] == "stop" and s["answer"] is not None for s in samples)
+    rate = round(ok / len(samples), 6)
+    log.info("%d of %d samples (%.1f%%) are readable by the judge", ok, len(samples), 100 * rate)
+    if cfg.judge.name == "core_po" and rate < 0.5:
+        hint = (
+            "the model does not write CORE-PO's response format"
+            if cfg.prompt.template != "plain"
+            else "the model does not end its answers with '#### N'"
+        )
+        if rate < cfg.judge.min_parse_rate:
+            raise ConfigError(
+                f"judge.min_parse_rate: only {ok} of {len(samples)} samples parse ({100 * rate:.1f}% < "
+                f"{100 * cfg.judge.min_parse_rate:g}%): {hint}; set prompt.one_shot: true, raise "
+                "sampling.max_tokens, or use judge.name self_consistency"
+            )
+        log.warning("only %.1f%% of the samples parse (%s): most score 0", 100 * rate, hint)
+    return rate

@@ -35,7 +35,10 @@ def train_or_keep(cfg: Config, inputs: StageInputs, out_dir: Path, main_process:
     weak = weak_config(cfg)
     ensure_model(weak.model.path, weak.model.bootstrap)
     builder = PromptBuilder(
-        AutoTokenizer.from_pretrained(weak.model.path), cfg.prompt.template, cfg.prompt.system
+        AutoTokenizer.from_pretrained(weak.model.path),
+        cfg.prompt.template,
+        cfg.prompt.system,
+        cfg.prompt.one_shot,
     )
     train_1, _ = split(inputs.table("questions").to_pylist(), cfg.w2s.train_1_size)
     rows = [
