@@ -1,21 +1,19 @@
-"""`selftrain` command line: run, status, rerun, show, grade. User-facing output goes to stdout here;
-library code only logs. Every user error is one line on stderr and exit code 2."""
+"""`selftrain` command line: run, status, rerun, show, grade (and `model`: selftrain.model_cli). User-facing
+output goes to stdout here; library code only logs. Every user error is one line on stderr and exit code 2."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
-import logging
 import os
 import signal
 import sys
 from pathlib import Path
 
 from selftrain.logs import setup_logging
+from selftrain.model_cli import add_model_commands
 from selftrain.spec import STAGES, kind
-
-log = logging.getLogger("selftrain")
 
 DEFAULT_RECIPE = "configs/tiny-digits.yaml"
 
@@ -33,10 +31,10 @@ def _out(text: str = "") -> None:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from selftrain.config import ConfigError
     from selftrain.data.sources import DataError
+    from selftrain.errors import FetchError, StoreError
     from selftrain.registry import UnknownNameError
-    from selftrain.store import StoreError
 
-    return (ConfigError, DataError, StoreError, UnknownNameError, FileNotFoundError)
+    return (ConfigError, DataError, StoreError, UnknownNameError, FetchError, FileNotFoundError)
 
 
 def _orchestrate(args: argparse.Namespace, store_root: str):
@@ -351,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--choices-field", help="field with the options list (multiple choice)")
     g.add_argument("--output", help="write each row with answer/correct added (.jsonl or .parquet)")
     g.set_defaults(fn=cmd_grade)
+    add_model_commands(sub, _out)
     return p
 
 

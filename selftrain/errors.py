@@ -1,4 +1,5 @@
-"""Errors shared by layers that must not import each other (the store and its run lock)."""
+"""Errors shared by layers that must not import each other (the store and its run lock; the CLI and the
+model fetcher)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ from datetime import datetime, timezone
 
 class StoreError(RuntimeError):
     """A store problem a user must act on (corrupt shard, locked run, stale stage); one-line message."""
+
+
+class FetchError(RuntimeError):
+    """A model cannot be fetched or converted (index unreachable, hash mismatch, a foreign folder in the way);
+    one-line message, shown by the CLI as a user error (selftrain.model_fetch)."""
 
 
 def now() -> str:

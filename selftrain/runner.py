@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from selftrain.config import Config, dump_config
 from selftrain.pipeline import execute_stage, invalidate
@@ -24,6 +25,13 @@ def prepare(cfg: Config, store: RunStore, rebuild_stale: bool) -> None:
         from selftrain.training.launch import check_launch_config
 
         check_launch_config(cfg)
+    if cfg.model.fetch is not None and not Path(cfg.model.path).expanduser().exists():
+        from selftrain.model_fetch import fetch_model
+
+        log.warning(
+            "model.path %s is missing: fetching %s there (model.fetch)", cfg.model.path, cfg.model.fetch
+        )
+        fetch_model(cfg.model.fetch, Path(cfg.model.path).expanduser())
     ensure_model(cfg.model.path, cfg.model.bootstrap)
     if not rebuild_stale:
         for it in range(cfg.run.iterations):

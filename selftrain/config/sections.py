@@ -145,6 +145,10 @@ class ModelConfig(Section):
     bootstrap: BootstrapConfig | None = Field(
         None, description="If set and `path` is missing, build the tiny character-level model there first."
     )
+    fetch: str | None = Field(
+        None,
+        description="A known model (selftrain model list) to fetch and convert into `path` when `path` is missing.",
+    )
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("float32", description="Weights dtype.")
     trust_remote_code: bool = Field(False, description="Allow model repos to run their own code.")
 
