@@ -8,6 +8,8 @@ Templates (`prompt.template`):
   lines, a newline after every `<|eot_id|>`, a line of four spaces in the reasoning judge's system turn, no
   period after the answer judge's system text. For Llama-3 models; the paper recipe uses it.
 - `core_po`: the same system and user texts inside the model's own chat template (other model families).
+- `chat`: the bare question as the user turn of the model's chat template (no response format): for
+  self-consistency, whose answers the grader reads from free text. Judge prompts as `core_po`.
 - `plain`: compact `Q:`/`A:` text that the tiny CPU model is pre-trained on.
 
 BOS rule (one BOS everywhere): rendered text never carries a BOS that the tokenizer adds by itself. Engines
@@ -27,7 +29,7 @@ REASONING = "**Reasoning:**"
 FINAL = "**Final answer:**"
 EOT = "<|eot_id|>"
 
-TEMPLATES = ("core_po_llama3", "core_po", "plain")
+TEMPLATES = ("core_po_llama3", "core_po", "chat", "plain")
 
 # -- the official texts (see the module docstring for which quirks are deliberate) ---------------------------
 QUESTION_SYSTEM = "Be a helpful assistant."
@@ -148,7 +150,7 @@ class PromptBuilder:
         self.tokenizer = tokenizer
         self.template = template
         self.system = system
-        self.one_shot = one_shot and template != "plain"
+        self.one_shot = one_shot and template not in ("plain", "chat")
         self.has_chat = bool(getattr(tokenizer, "chat_template", None))
         bos = getattr(tokenizer, "bos_token", None) or ""
         # text-level BOS only where the tokenizer will not add one (see the module docstring)
@@ -203,6 +205,8 @@ class PromptBuilder:
             opts = f"\n{render_options(choices)}" if choices else ""
             return self._plain(f"Q: {question}{opts}\nA:")
         text = choice_question(question, choices) if choices else question
+        if self.template == "chat":
+            return self._chat(self.system, text)
         return self._chat(self.system, question_user_text(text), demo=self.one_shot)
 
     def reasoning_judge(self, question: str, selected: str, context: list[str]) -> str:

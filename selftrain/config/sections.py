@@ -206,10 +206,12 @@ class DataConfig(Section):
 
 
 class PromptConfig(Section):
-    template: Literal["core_po_llama3", "core_po", "plain"] = Field(
+    template: Literal["core_po_llama3", "core_po", "chat", "plain"] = Field(
         "core_po",
         description="core_po_llama3: the official CORE-PO strings byte for byte (hand-written Llama-3 header); "
-        "core_po: the same texts inside the model's own chat template; plain: compact Q/A text (tiny model).",
+        "core_po: the same texts inside the model's own chat template; chat: the bare question as the user "
+        "turn of the chat template, no response format (self-consistency: the grader reads free text); plain: "
+        "compact Q/A text (tiny model).",
     )
     system: str = Field("Be a helpful assistant.", description="System turn for chat templates.")
     one_shot: bool = Field(

@@ -9,6 +9,7 @@ In iteration 0 the base model is evaluated too (`evaluation.baseline`), so every
 from __future__ import annotations
 
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -24,6 +25,8 @@ from selftrain.schemas import EVAL
 from selftrain.stages.common import StageInputs, chunks, finish, read_shards, shard_seed, write_sharded
 from selftrain.stages.sample import LazyEngine, sample_rows
 from selftrain.store import METRICS, Manifest, StageWriter, atomic_write_text, file_info
+
+log = logging.getLogger(__name__)
 
 
 def metrics_by_source(rows: list[dict]) -> dict[str, dict[str, dict]]:
@@ -164,11 +167,57 @@ def evaluate_sharded(
     return finish(writer, inputs, shards, {"metrics": values}, [file_info(path)])
 
 
+def unchanged_policy_rows(cfg: Config, inputs: StageInputs) -> dict[str, list[dict]] | None:
+    """Where this iteration's trainer trained nothing (no pairs), the policy is a model already evaluated: the
+    previous policy (training.init previous) or the base. Returns the rows that model got, by question id, to
+    copy instead of generating the same answers again: the previous iteration's policy rows, or a dict that the
+    base rows of this stage fill as they are made (iteration 0). None when the policy changed or its rows do
+    not exist."""
+    policy = inputs.store.manifest(inputs.iteration, inputs.policy)
+    if policy is None or policy.stats.get("trained") is not False:
+        return None
+    same_as_base = inputs.iteration == 0 or cfg.training.init == "base"
+    if same_as_base:
+        if inputs.iteration == 0 and cfg.evaluation.baseline:
+            log.info("iter-000/%s trained nothing: the policy's rows are the base model's", inputs.policy)
+            return {}
+        return None
+    try:
+        earlier = inputs.table(inputs.stage, inputs.iteration - 1).to_pylist()
+    except Exception:  # noqa: BLE001 - no earlier rows: evaluate as usual
+        return None
+    rows: dict[str, list[dict]] = defaultdict(list)
+    for r in earlier:
+        if r["model"] == "policy":
+            rows[r["question_id"]].append(r)
+    log.info(
+        "iter-%03d/%s trained nothing: the policy's rows are iter-%03d's",
+        inputs.iteration,
+        inputs.policy,
+        inputs.iteration - 1,
+    )
+    return rows
+
+
 def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
     groups, engines = eval_groups(cfg, inputs)
     greedy = greedy_spec(cfg)
+    same = unchanged_policy_rows(cfg, inputs)
 
     def make_rows(group: list[dict], index: int) -> list[dict]:
+        if (
+            same is not None
+            and group[0]["model"] == "policy"
+            and all(q["question_id"] in same for q in group)
+        ):
+            return [{**r, "model": "policy"} for q in group for r in same[q["question_id"]]]
+        rows = model_rows(group, index)
+        if same is not None and group[0]["model"] == "base":
+            for r in rows:
+                same.setdefault(r["question_id"], []).append(r)
+        return rows
+
+    def model_rows(group: list[dict], index: int) -> list[dict]:
         lazy = engine_for(engines, group[0]["model"])
         prompts, rows = greedy_rows(lazy, group, greedy)
         if cfg.evaluation.best_of > 1:

@@ -34,7 +34,7 @@ def export_merged(base: str, adapter: Path, out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from selftrain.logs import setup_logging
 
@@ -48,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     model = AutoModelForCausalLM.from_pretrained(args.base, dtype=torch.float32)
     merged = PeftModel.from_pretrained(model, args.adapter).merge_and_unload()
+    # merged in float32 (no rounding of the LoRA delta), saved in the dtype the base model is stored in: a bf16
+    # model (SmolLM2) stays half the size of a float32 copy. Tied embeddings stay tied (LoRA targets no
+    # embedding, and save_pretrained writes the shared tensor once).
+    stored = getattr(AutoConfig.from_pretrained(args.base), "dtype", None) or torch.float32
+    merged = merged.to(getattr(torch, stored) if isinstance(stored, str) else stored)
     merged.save_pretrained(tmp, safe_serialization=True)
     AutoTokenizer.from_pretrained(args.base).save_pretrained(tmp)
     os.replace(tmp, out)

@@ -1,0 +1,99 @@
+"""Glue a real model needs and the tiny model hid: vLLM's chunked prefill on CPUs, CORE-PO's parse-rate guard,
+the one-shot demonstration, and evaluation skipping a policy that training left unchanged."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from selftrain.config import Config, ConfigError
+from selftrain.prompts import DEMO_ANSWER, DEMO_QUESTION, PromptBuilder
+from selftrain.stages.score import check_parse_rate
+from selftrain.store import MANIFEST
+from tests.conftest import cli, tiny_recipe, write_recipe
+
+
+class _ChatTok:
+    """A stand-in chat tokenizer: renders messages as `[role] content` lines (never called to encode)."""
+
+    chat_template = "stub"
+    bos_token = None
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
+        return "".join(f"[{m['role']}] {m['content']}\n" for m in messages) + "[assistant] "
+
+
+def test_chunked_prefill_off_on_cpu_and_refused_there():
+    pytest.importorskip("vllm")
+    from selftrain.engines.vllm_engine import prefill_kwargs
+
+    cfg = Config.model_validate({"engine": {"max_model_len": 4096}})
+    assert prefill_kwargs(cfg, on_cpu=True) == {
+        "enable_chunked_prefill": False,
+        "max_num_batched_tokens": 4096,
+    }
+    assert prefill_kwargs(cfg, on_cpu=False) == {}  # vLLM's own choice on GPUs
+    off = Config.model_validate({"engine": {"chunked_prefill": "off"}})
+    assert prefill_kwargs(off, on_cpu=False) == {"enable_chunked_prefill": False}
+    on = Config.model_validate({"engine": {"chunked_prefill": "on"}})
+    with pytest.raises(ConfigError, match="engine.chunked_prefill"):
+        prefill_kwargs(on, on_cpu=True)
+    assert prefill_kwargs(on, on_cpu=False) == {"enable_chunked_prefill": True}
+
+
+def _samples(completions: list[str]) -> list[dict]:
+    return [
+        {"completion": c, "finish_reason": "stop", "answer": "7" if "7" in c else None} for c in completions
+    ]
+
+
+FORMATTED = (
+    "**Understanding the question:** x\n\n**Reasoning:** 3 + 4 = 7.\n\n**Final answer:** The answer is $7$"
+)
+
+
+def test_core_po_parse_rate_guard_names_the_field():
+    cfg = Config.model_validate({"judge": {"name": "core_po"}, "prompt": {"template": "core_po"}})
+    # the model answers in its own words: nothing parses, and the stage stops before loading a model
+    with pytest.raises(ConfigError, match=r"judge.min_parse_rate: only 0 of 4 samples parse.*one_shot"):
+        check_parse_rate(cfg, _samples(["The answer is 7."] * 4))
+    assert check_parse_rate(cfg, _samples([FORMATTED] * 3 + ["7"])) == 0.75
+    # 0 = only warn
+    lenient = Config.model_validate({"judge": {"name": "core_po", "min_parse_rate": 0}})
+    assert check_parse_rate(lenient, _samples(["The answer is 7."] * 4)) == 0.0
+    # model-free judges count samples with an extracted answer
+    sc = Config.model_validate({"judge": {"name": "self_consistency"}})
+    assert check_parse_rate(sc, _samples(["The answer is 7.", "no idea"])) == 0.5
+
+
+def test_one_shot_puts_one_worked_exchange_before_the_question_only():
+    b = PromptBuilder(_ChatTok(), "core_po", "Be a helpful assistant.", one_shot=True)
+    q = b.question("What is 2 + 2?")
+    assert q.count("[user]") == 2 and q.index(DEMO_QUESTION) < q.index("What is 2 + 2?")
+    assert f"[assistant] {DEMO_ANSWER}\n" in q
+    # the demonstration follows the format the parser reads
+    assert b.parse(DEMO_ANSWER).ok and b.parse(DEMO_ANSWER).answer.strip() == "The answer is $7$"
+    # judge prompts are CORE-PO's, unchanged
+    assert DEMO_QUESTION not in b.answer_judge("What is 2 + 2?", "2 + 2 = 4.", "4")
+    assert PromptBuilder(_ChatTok(), "core_po").question("Q?").count("[user]") == 1
+    # chat: the bare question, no format instructions
+    assert PromptBuilder(_ChatTok(), "chat", "S").question("Q?") == "[system] S\n[user] Q?\n[assistant] "
+
+
+@pytest.mark.slow
+def test_evaluate_copies_the_base_rows_when_training_trained_nothing(tmp_path, tiny_model):
+    # no pair clears the margin: the train stage keeps the policy, and evaluate does not generate it again
+    recipe = tiny_recipe(tmp_path, tiny_model, pairs={"builder": "best_vs_rest", "min_margin": 5.0})
+    proc = cli("run", str(write_recipe(tmp_path / "r.yaml", recipe)), "--no-prefect")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "trained nothing: the policy's rows are the base model's" in proc.stderr
+    run_dir = tmp_path / "runs" / recipe["run"]["name"]
+    train = json.loads((run_dir / "iter-000" / "train" / MANIFEST).read_text())["stats"]
+    assert train["trained"] is False
+    from selftrain.store import RunStore, read_stage
+
+    rows = read_stage(RunStore(run_dir).stage_dir(0, "evaluate")).to_pylist()
+    base = [{**r, "model": "-"} for r in rows if r["model"] == "base"]
+    policy = [{**r, "model": "-"} for r in rows if r["model"] == "policy"]
+    assert base and policy == base
