@@ -79,7 +79,11 @@ def downstream_of(cfg: Config, stage: str) -> list[str]:
 
 # Fields added after runs were written, left out of a fingerprint while they hold this value (their default):
 # a run written before the field existed stays complete, and setting the field makes the stage stale.
-OMIT_AT_DEFAULT = {"prompt.one_shot": False, "judge.min_parse_rate": 0.05}
+OMIT_AT_DEFAULT = {"prompt.one_shot": False, "judge.min_parse_rate": 0.05, "data.*.*.label": None}
+
+
+def _omitted(key: str, value: Any) -> bool:
+    return any(fnmatch.fnmatchcase(key, p) and value == v for p, v in OMIT_AT_DEFAULT.items())
 
 
 def stage_config(cfg: Config, stage: str) -> dict[str, Any]:
@@ -90,7 +94,7 @@ def stage_config(cfg: Config, stage: str) -> dict[str, Any]:
     for key in spec.keys:
         flat.update(flatten(cfg.section(key), f"{key}."))
     flat = {k: v for k, v in flat.items() if not any(fnmatch.fnmatchcase(k, p) for p in spec.ignore)}
-    flat = {k: v for k, v in flat.items() if k not in OMIT_AT_DEFAULT or OMIT_AT_DEFAULT[k] != v}
+    flat = {k: v for k, v in flat.items() if not _omitted(k, v)}
     dropped = [p for p, holds in spec.only_when if not holds(cfg)]
     flat = {k: v for k, v in flat.items() if not any(fnmatch.fnmatchcase(k, p) for p in dropped)}
     if "engine.name" in flat:

@@ -162,6 +162,12 @@ class SourceConfig(Section):
         "arc_challenge, gpqa, file."
     )
     split: str = Field("train", description="Dataset split.")
+    label: str | None = Field(
+        None,
+        description="What this source's rows are called (their `source` column, so the per-source accuracy "
+        "in evaluation); default `name`. Two entries of one source, e.g. arithmetic_words add1 and add2, need "
+        "distinct labels to be reported apart.",
+    )
     path: str | None = Field(None, description="Local jsonl/parquet file instead of the hub.")
     subset: str | None = Field(
         None,

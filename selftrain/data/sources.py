@@ -89,7 +89,7 @@ def _make(spec: SourceConfig, task: str, i: int, question: str, reference: Any, 
     choices = extra.pop("choices", None)
     return {
         "question_id": f"{spec.name}-{spec.split}-{i:06d}",
-        "source": spec.name,
+        "source": spec.label or spec.name,
         "split": spec.split,
         "task": task,
         "question": question,
