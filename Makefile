@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.selftrain-setup
 # one torch thread: on 2 shared cores, 2 threads were ~10x slower than 1 for a tiny model
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup demo test test-fast lint format bench clean-demo
+.PHONY: setup demo test test-fast lint format docs bench clean-demo
 
 setup: $(STAMP)  ## fresh machine -> working environment (~3 min, ~3.5 GB)
 
@@ -36,6 +36,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+docs: $(STAMP)  ## regenerate docs/configuration.md from the config models (tests/test_config_docs.py checks it)
+	$(BIN)/selftrain config --markdown > docs/configuration.md.tmp
+	mv docs/configuration.md.tmp docs/configuration.md
 
 clean-demo:  ## remove the demo run (the tiny model stays cached)
 	rm -rf artifacts/runs/tiny-digits

@@ -11,6 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
+from selftrain.config_docs import add_config_commands
 from selftrain.logs import setup_logging
 from selftrain.model_cli import add_model_commands
 from selftrain.spec import STAGES, kind
@@ -350,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--output", help="write each row with answer/correct added (.jsonl or .parquet)")
     g.set_defaults(fn=cmd_grade)
     add_model_commands(sub, _out)
+    add_config_commands(sub, _out)
     return p
 
 
