@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmarks: a tiny model, a prepared run folder, child processes with peak RSS."""
+"""Helpers shared by the benchmarks: a tiny model (or a real one, --model), a prepared run folder, child processes
+with peak RSS."""
 
 from __future__ import annotations
 
@@ -26,6 +27,35 @@ def ensure_tiny_model() -> Path:
     quick = Path(tempfile.gettempdir()) / "selftrain-bench-tiny"
     ensure_model(str(quick), BootstrapConfig(steps=150, batch_size=32, num_heads=2))
     return quick
+
+
+TINY_RECIPE = ROOT / "configs" / "tiny-cpu.yaml"
+# a real chat model runs on this recipe's settings: core_po template with prompt.one_shot, arithmetic_words
+# add1,mul1, bf16 weights and training, the vLLM engine arguments (max_model_len, KV cache, chunked prefill auto)
+CHAT_RECIPE = ROOT / "configs" / "smollm2-core-po.yaml"
+
+
+def bench_model(path: str | None) -> tuple[Path, Path]:
+    """(model folder, recipe its runs start from) for a bench's --model: the tiny model on tiny-cpu.yaml when
+    None (what the benches always ran), else that folder on smollm2-core-po.yaml's settings when its tokenizer
+    has a chat template, or on tiny-cpu.yaml's (the `plain` template) when it has none."""
+    if path is None:
+        return ensure_tiny_model(), TINY_RECIPE
+    model = Path(path).resolve()
+    if not (model / "config.json").exists():
+        raise SystemExit(f"--model {path}: no config.json there (a Hugging Face model folder is needed)")
+    from transformers import AutoTokenizer
+
+    chat = bool(getattr(AutoTokenizer.from_pretrained(str(model)), "chat_template", None))
+    return model, CHAT_RECIPE if chat else TINY_RECIPE
+
+
+def model_overrides(model: Path, recipe: Path) -> list[str]:
+    """The config overrides that point `recipe` at `model` (no bootstrap, no fetch)."""
+    out = [f"model.path={model}", "model.bootstrap=null"]
+    if recipe != TINY_RECIPE:
+        out.append("model.fetch=null")
+    return out
 
 
 def run_child(module: str, *args: str, env: dict | None = None) -> tuple[float, int, str]:
@@ -87,14 +117,14 @@ def parse(stdout: str) -> dict:
     )
 
 
-def prepare_run(root: Path, overrides: list[str]) -> Path:
-    """A run folder with config.yaml and a complete questions stage."""
+def prepare_run(root: Path, overrides: list[str], recipe: Path = TINY_RECIPE) -> Path:
+    """A run folder with config.yaml (`recipe` with `overrides`) and a complete questions stage."""
     from selftrain.config import load_config
     from selftrain.pipeline import execute_stage
     from selftrain.runner import prepare
     from selftrain.store import RunStore
 
-    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", [f"store.root={root}", *overrides])
+    cfg = load_config(recipe, [f"store.root={root}", *overrides])
     store = RunStore(cfg.run_dir())
     with store.lock():
         prepare(cfg, store, rebuild_stale=False)

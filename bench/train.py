@@ -1,7 +1,7 @@
 """Training throughput: our train stage vs a bare TRL `DPOTrainer` script, same model, pairs and settings, each
 in a fresh process. Steps/s come from each trainer's own train_runtime (model loading excluded from both).
 
-    .venv/bin/python bench/train.py [--steps 100] [--repeats 3] [--bf16]
+    .venv/bin/python bench/train.py [--steps 100] [--repeats 3] [--bf16] [--model PATH]
 
 The two sides alternate (ours, bare, ours, bare, ...) so drift in the machine's speed hits both alike; each
 side's median over the repeats is compared. On a GPU both train there (--bf16 for bf16 mixed precision).
@@ -9,6 +9,13 @@ Ends with: RESULT ours_steps_s=<x> bare_steps_s=<y> ratio=<x/y>   (target ratio 
 sides, whole-process wall times, and both peak RSS. Ours keeps the reference log-probs as data
 (training.precompute_ref_logps): the first repeat computes them (outside train_runtime, inside its process wall
 time), later repeats read them back, as a resume or a rerun would.
+
+--model runs it on a real model folder: a chat model gets configs/smollm2-core-po.yaml's settings (core_po
+prompts with the one-shot exchange, arithmetic_words add1,mul1, LoRA r16 on all projections, max_length 512,
+bf16 weights: bf16 mixed precision on GPUs, bf16 weights trained directly on CPUs, on both sides), its pairs
+from 6 questions (sample, score and pairs stages on the hf engine), batch 4 (the recipe's 8 peaked near 16 GB
+on CPU: 16 sequences of ~450 tokens times a 49k vocabulary), 2 steps, 2 repeats unless --questions/--batch/
+--steps/--repeats say otherwise; --bf16/--no-bf16 override the recipe's training.bf16.
 """
 
 from __future__ import annotations
@@ -23,7 +30,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import dispatch, emit, ensure_tiny_model, manifest, parse, prepare_run, run_child  # noqa: E402
+from common import (  # noqa: E402
+    TINY_RECIPE,
+    bench_model,
+    dispatch,
+    emit,
+    manifest,
+    model_overrides,
+    parse,
+    prepare_run,
+    run_child,
+)
 
 BARE = "bench_bare_dpo"
 
@@ -49,11 +66,11 @@ def bare_main() -> None:
         per_device_train_batch_size=spec["batch"],
         learning_rate=spec["lr"],
         max_steps=spec["steps"],
-        beta=0.1,
+        beta=spec.get("beta", 0.1),
         max_length=spec["max_length"],
         save_strategy="steps",
         save_steps=spec["save_steps"],
-        logging_steps=5,
+        logging_steps=spec.get("logging_steps", 5),
         use_cpu=not torch.cuda.is_available(),
         bf16=spec["bf16"] and torch.cuda.is_available(),
         gradient_checkpointing=False,
@@ -61,7 +78,11 @@ def bare_main() -> None:
         seed=0,
     )
     lora = LoraConfig(
-        r=spec["r"], lora_alpha=spec["alpha"], target_modules=spec["targets"], task_type="CAUSAL_LM"
+        r=spec["r"],
+        lora_alpha=spec["alpha"],
+        lora_dropout=spec.get("dropout", 0.0),
+        target_modules=spec["targets"],
+        task_type="CAUSAL_LM",
     )
     trainer = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=lora)
     result = trainer.train()
@@ -71,29 +92,49 @@ def bare_main() -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--questions", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3, help="runs of each side, alternating")
-    ap.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPUs)")
+    ap.add_argument("--steps", type=int, help="default 100 (tiny model), 2 (--model)")
+    ap.add_argument("--questions", type=int, help="default 64 (tiny model), 8 (--model)")
+    ap.add_argument(
+        "--repeats", type=int, help="runs of each side, alternating; default 3 (tiny), 2 (--model)"
+    )
+    ap.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        help="bf16 mixed precision (GPUs); default: off for the tiny model, the recipe's for --model",
+    )
+    ap.add_argument(
+        "--batch", type=int, help="per-device batch size; default: the recipe's (tiny), 4 (--model)"
+    )
+    ap.add_argument("--model", help="a model folder (default: the tiny model); see above")
     args = ap.parse_args()
+    tiny_run = args.model is None
+    args.steps = args.steps or (100 if tiny_run else 2)
+    args.questions = args.questions or (64 if tiny_run else 6)
+    args.batch = args.batch or (None if tiny_run else 4)
+    args.repeats = args.repeats or (3 if tiny_run else 2)
+    if tiny_run and args.bf16 is None:
+        args.bf16 = False
 
     from selftrain.config import load_config
     from selftrain.pipeline import execute_stage
     from selftrain.store import RunStore
 
-    model = ensure_tiny_model()
+    model, recipe = bench_model(args.model)
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
     run_dir = prepare_run(
         tmp,
         [
-            f"model.path={model}",
-            "model.bootstrap=null",
+            *model_overrides(model, recipe),
             "engine.name=hf",
+            *([] if tiny_run else ["engine.isolation=inline", "training.logging_steps=1"]),
             f"data.questions_per_iteration={args.questions}",
+            *([] if recipe == TINY_RECIPE else [f"data.shard_size={args.questions}"]),
             f"training.max_steps={args.steps}",
             "training.save_steps=20",
-            f"training.bf16={str(args.bf16).lower()}",
+            *([] if args.bf16 is None else [f"training.bf16={str(args.bf16).lower()}"]),
+            *([] if args.batch is None else [f"training.per_device_batch_size={args.batch}"]),
         ],
+        recipe,
     )
     store = RunStore(run_dir)
     cfg = load_config(store.config_path)
@@ -117,7 +158,8 @@ def main() -> None:
         "r": t.lora.r,
         "alpha": t.lora.alpha,
         "targets": t.lora.target_modules,
-        "bf16": args.bf16,
+        "bf16": t.bf16,
+        **({} if tiny_run else {"beta": t.beta, "dropout": t.lora.dropout, "logging_steps": t.logging_steps}),
     }
     ours_rates, bare_rates, ours_rss, bare_rss = [], [], 0, 0
     ours_walls, bare_walls, ours_loss, bare_loss = [], [], [], []
@@ -144,7 +186,8 @@ def main() -> None:
         print(f"[{i}] bare: {bare['steps']} steps in {bare['runtime']:.1f}s; process {wall:.1f}s")
     ours_s, bare_s = statistics.median(ours_rates), statistics.median(bare_rates)
     print(
-        f"pairs={stats['pairs']} steps={args.steps} batch={t.per_device_batch_size} device={stats['device']}"
+        f"pairs={stats['pairs']} steps={args.steps} batch={t.per_device_batch_size} device={stats['device']} "
+        f"model={model} template={cfg.prompt.template} bf16={t.bf16} lora_r={t.lora.r} max_length={t.max_length}"
     )
     print(f"RESULT ours_steps_s={ours_s:.3f} bare_steps_s={bare_s:.3f} ratio={ours_s / bare_s:.3f}")
     # the final logged loss of both sides (same pairs, seed and settings); they agree within float rounding
