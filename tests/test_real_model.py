@@ -28,6 +28,7 @@ SMALL = {
     "evaluation.max_tokens": 64,
     "training.max_steps": 2,
     "training.per_device_batch_size": 4,
+    "training.gradient_accumulation_steps": 1,
     "training.learning_rate": 1.0e-3,  # two steps must move the greedy output (the recipes use 5e-5 / 2e-4)
 }
 
