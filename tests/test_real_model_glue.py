@@ -97,3 +97,46 @@ def test_evaluate_copies_the_base_rows_when_training_trained_nothing(tmp_path, t
     base = [{**r, "model": "-"} for r in rows if r["model"] == "base"]
     policy = [{**r, "model": "-"} for r in rows if r["model"] == "policy"]
     assert base and policy == base
+
+
+@pytest.mark.slow
+def test_demo_recipe_reads_no_label_to_train(tmp_path, tiny_model):
+    """The demo's judge, pair rule and trainer (configs/smollm2-demo.yaml) on the tiny model: the same questions
+    with their references scrambled give the same samples, scores, training rows and adapter."""
+    import random
+
+    import yaml
+
+    from selftrain.config import SourceConfig
+    from selftrain.data.sources import load_source
+    from tests.conftest import ROOT, adapter_weights, stage_tables
+
+    demo = yaml.safe_load((ROOT / "configs" / "smollm2-demo.yaml").read_text())
+    rows = load_source(SourceConfig(name="synthetic_arithmetic", split="train", size=8), 0)
+    wrong = [str(int(r["reference"]) + random.Random(i).randint(1, 9)) for i, r in enumerate(rows)]
+    runs = {}
+    for name, refs in (("true", [r["reference"] for r in rows]), ("scrambled", wrong)):
+        root = tmp_path / name
+        root.mkdir()
+        path = root / "q.jsonl"
+        path.write_text(
+            "".join(json.dumps({"q": r["question"], "a": a}) + "\n" for r, a in zip(rows, refs, strict=True))
+        )
+        source = {"name": "file", "path": str(path), "question_field": "q", "reference_field": "a"}
+        recipe = tiny_recipe(
+            root,
+            tiny_model,
+            data={"train": [{**source, "task": "numeric"}], "questions_per_iteration": 8, "shard_size": 4},
+            judge=demo["judge"],
+            pairs=demo["pairs"],
+            training={"loss": demo["training"]["loss"], "learning_rate": 1e-3, "max_steps": 2},
+            sampling={"n": 6, "temperature": 0.3},  # the weak test model agrees with itself at low T
+        )
+        proc = cli("run", str(write_recipe(root / "r.yaml", recipe)), "--no-prefect")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[name] = root / "runs" / recipe["run"]["name"]
+    tables = ["sample", "score", "pairs"]
+    assert stage_tables(runs["true"], 0, tables) == stage_tables(runs["scrambled"], 0, tables)
+    assert stage_tables(runs["true"], 0, ["pairs"])["pairs"], "no training rows: the comparison shows nothing"
+    a, b = adapter_weights(runs["true"]), adapter_weights(runs["scrambled"])
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
