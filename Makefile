@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.selftrain-setup
 # one torch thread: on 2 shared cores, 2 threads were ~10x slower than 1 for a tiny model
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup demo test test-fast lint format docs bench clean-demo
+.PHONY: setup demo demo-smollm2 test test-fast lint format docs bench clean-demo
 
 setup: $(STAMP)  ## fresh machine -> working environment (~3 min, ~3.5 GB)
 
@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 
 demo: $(STAMP)  ## the digit-sums toy end to end: pre-trains the tiny model if absent, 3 label-free SC + SFT iterations
 	$(BIN)/selftrain run configs/tiny-digits.yaml
+
+demo-smollm2: $(STAMP)  ## a real model gets better without labels: SmolLM2-135M (fetched offline), SC + SFT
+	$(BIN)/selftrain run configs/smollm2-demo.yaml
 
 test: $(STAMP) lint  ## the whole CPU suite (CI runs exactly this)
 	$(TEST_ENV) $(BIN)/python -m pytest -m "not gpu" -q

@@ -71,7 +71,8 @@ def by_iteration_lines(rows: list) -> list[str]:
 
 
 def method_report_lines(store: RunStore) -> list[str]:
-    """The run's method's own report (Method.report), from its stages' manifests; none for most methods."""
+    """The run's method's own report (Method.report), from its stages' manifests (none for most methods), then
+    the recipe's `run.expect` line: the range it measured, printed beside the result."""
     import importlib
 
     import yaml
@@ -79,11 +80,14 @@ def method_report_lines(store: RunStore) -> list[str]:
     from selftrain.methods import method_of
 
     config = yaml.safe_load(store.config_path.read_text()) if store.config_path.exists() else None
-    target = method_of(config if isinstance(config, dict) else {}).report
+    config = config if isinstance(config, dict) else {}
+    target = method_of(config).report
+    expect = (config.get("run") or {}).get("expect")
+    lines = [f"expected (run.expect): {expect}"] if expect else []
     if not target:
-        return []
+        return lines
     module, func = target.split(":")
-    return getattr(importlib.import_module(module), func)(store)
+    return [*getattr(importlib.import_module(module), func)(store), *lines]
 
 
 def shard_progress(store: RunStore, iteration: int, stage: str, ttl_s: float) -> dict | None:

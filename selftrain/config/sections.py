@@ -23,6 +23,12 @@ class RunConfig(Section):
         " the same without Prefect). Safe: a retried stage resumes from its finished shards or checkpoint.",
     )
     retry_delay_seconds: float = Field(0, ge=0, description="Wait before each stage retry.")
+    expect: str | None = Field(
+        None,
+        description="A line `selftrain run` prints beside the run's result: what this recipe measured where it "
+        "was tuned (the range over seeds, the machine), so a user can tell whether their run landed in it. "
+        "Read by nothing else.",
+    )
 
 
 class BandConfig(Section):
