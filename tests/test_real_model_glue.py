@@ -54,13 +54,15 @@ FORMATTED = (
 
 
 def test_core_po_parse_rate_guard_names_the_field():
-    cfg = Config.model_validate({"judge": {"name": "core_po"}, "prompt": {"template": "core_po"}})
+    cfg = Config.model_validate(
+        {"judge": {"name": "core_po", "min_parse_rate": 0.05}, "prompt": {"template": "core_po"}}
+    )
     # the model answers in its own words: nothing parses, and the stage stops before loading a model
     with pytest.raises(ConfigError, match=r"judge.min_parse_rate: only 0 of 4 samples parse.*one_shot"):
         check_parse_rate(cfg, _samples(["The answer is 7."] * 4))
     assert check_parse_rate(cfg, _samples([FORMATTED] * 3 + ["7"])) == 0.75
-    # 0 = only warn
-    lenient = Config.model_validate({"judge": {"name": "core_po", "min_parse_rate": 0}})
+    # 0 (the default) = only warn
+    lenient = Config.model_validate({"judge": {"name": "core_po"}})
     assert check_parse_rate(lenient, _samples(["The answer is 7."] * 4)) == 0.0
     # model-free judges count samples with an extracted answer
     sc = Config.model_validate({"judge": {"name": "self_consistency"}})

@@ -97,5 +97,12 @@ def check_parse_rate(cfg: Config, samples: list[dict]) -> float | None:
                 f"{100 * cfg.judge.min_parse_rate:g}%): {hint}; set prompt.one_shot: true, raise "
                 "sampling.max_tokens, or use judge.name self_consistency"
             )
-        log.warning("only %.1f%% of the samples parse (%s): most score 0", 100 * rate, hint)
+        log.warning(
+            "only %.1f%% of the samples parse (%s): the rest score 0%s",
+            100 * rate,
+            hint,
+            "; NO pairs can be built and nothing will train (judge.min_parse_rate > 0 stops here)"
+            if ok == 0
+            else "",
+        )
     return rate
