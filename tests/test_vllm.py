@@ -23,42 +23,48 @@ def trained_adapter(tmp_path_factory, tiny_model):
     return RunStore(root / "runs" / "t").stage_dir(0, "train")
 
 
-def _parity_script(model, adapter) -> str:
+def _parity_script(model, adapter, name: str) -> str:
     return f"""
 import json, sys
 from selftrain.config import load_config
 from selftrain.engines import load_engine
 from selftrain.prompts import PromptBuilder
-out = {{}}
-for name in ("hf", "vllm"):
-    cfg = load_config(None, ["model.path={model}", f"engine.name={{name}}", "engine.max_lora_rank=8"])
-    eng = load_engine(cfg, "{adapter}")
-    b = PromptBuilder(eng.tokenizer, "plain")
-    prompts = [b.answer_judge("3+4*5=?", "4*5=20 3+20=23", "23"), b.reasoning_judge("1+2=?", "1+2=3", ["1+2=4"])]
-    qs = [b.question("3+4*5=?"), b.question("7-2*3=?")]
-    out[name] = {{"probs": eng.option_probs(prompts, ("A", "B")),
-                 "logprobs": eng.completion_logprobs(qs, [" 4*5=20 3+20=23 #### 23", " 2*3=6 7-6=1 #### 1"])}}
-    eng.close()
+cfg = load_config(None, ["model.path={model}", "engine.name={name}", "engine.max_lora_rank=8"])
+eng = load_engine(cfg, "{adapter}")
+b = PromptBuilder(eng.tokenizer, "plain")
+prompts = [b.answer_judge("3+4*5=?", "4*5=20 3+20=23", "23"), b.reasoning_judge("1+2=?", "1+2=3", ["1+2=4"])]
+qs = [b.question("3+4*5=?"), b.question("7-2*3=?")]
+out = {{"probs": eng.option_probs(prompts, ("A", "B")),
+       "logprobs": eng.completion_logprobs(qs, [" 4*5=20 3+20=23 #### 23", " 2*3=6 7-6=1 #### 1"])}}
+eng.close()
 json.dump(out, sys.stdout)
 """
 
 
-def test_vllm_matches_hf_judge_probs_and_logprobs(tiny_model, trained_adapter, tmp_path):
+def _run_engine(tmp_path, model, adapter, name: str) -> dict:
     import json
     import subprocess
     import sys
 
-    script = tmp_path / "parity.py"
-    body = _parity_script(tiny_model, trained_adapter).splitlines()
+    script = tmp_path / f"parity_{name}.py"
+    body = _parity_script(model, adapter, name).splitlines()
     # vLLM spawns processes: the script needs a __main__ guard
     script.write_text("if __name__ == '__main__':\n" + "\n".join("    " + line for line in body))
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
-    (tmp_path / "output.log").write_text(proc.stdout + proc.stderr)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    for a, b in zip(out["hf"]["probs"], out["vllm"]["probs"], strict=True):
+    (tmp_path / f"output_{name}.log").write_text(proc.stdout + proc.stderr)
+    assert proc.returncode == 0, f"{name}: " + proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_vllm_matches_hf_judge_probs_and_logprobs(tiny_model, trained_adapter, tmp_path):
+    # One process per engine, as the stages run them (engine.isolation): vLLM forking its engine core from a
+    # process whose torch thread pool already ran the hf model aborted once in CI ("terminate called without
+    # an active exception", exit -6).
+    hf = _run_engine(tmp_path, tiny_model, trained_adapter, "hf")
+    vl = _run_engine(tmp_path, tiny_model, trained_adapter, "vllm")
+    for a, b in zip(hf["probs"], vl["probs"], strict=True):
         assert a == pytest.approx(b, abs=1e-3)
-    for a, b in zip(out["hf"]["logprobs"], out["vllm"]["logprobs"], strict=True):
+    for a, b in zip(hf["logprobs"], vl["logprobs"], strict=True):
         assert a == pytest.approx(b, abs=1e-3)
 
 
