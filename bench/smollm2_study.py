@@ -1,0 +1,259 @@
+"""The SmolLM2 study: does label-free self-training make a real pretrained model better, and which judge finds it?
+
+    .venv/bin/python bench/smollm2_study.py [--arms sc_sft,sc_dpo,oracle_sft,random_sft] [--seeds 0,1,2]
+        [--iterations 1] [--recipe configs/smollm2-demo.yaml] [--set key=value ...] [--docs docs/smollm2-study.md]
+
+Every cell is a real selftrain run (no Prefect) of the demo recipe (SmolLM2-135M-Instruct, single-digit
+addition and multiplication in words) with one arm's overrides:
+  sc_sft      the demo: self-consistency, SFT on the majority-answer samples (share >= 0.5)
+  sc_dpo      self-consistency, DPO on majority vs minority samples
+  oracle_sft  USES THE LABELS (the upper bound, not self-training): SFT on the right samples
+  random_sft  control (the floor): SFT on 4 random samples per question
+The script reads each run's store and writes one markdown page (machine, date, threads, the command):
+  1. what the base model's samples show, per task, from iteration 0's samples (the references are read here,
+     as a diagnostic only): sample accuracy, pass@8, majority-vote accuracy, and the self-consistency judge's
+     within-question AUROC, each with a bootstrap 95% interval over questions;
+  2. per arm and seed, held-out greedy accuracy of the base and of each iteration on every evaluation source,
+     the gain with a paired bootstrap 95% interval, and the run's wall time.
+Results are cached in artifacts/study/smollm2.json (one entry per cell), so cells can be run one at a time and
+the page always shows every cell measured so far. A finished run folder is reused, not rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+ARMS = {
+    "sc_sft": [],
+    "sc_dpo": [
+        "pairs.builder=majority_vs_minority",
+        "pairs.min_chosen_score=0.0",
+        "training.loss=dpo",
+        "training.beta=0.1",
+        "training.learning_rate=5e-5",
+    ],
+    "oracle_sft": ["judge.name=oracle", "pairs.min_chosen_score=0.5"],
+    "random_sft": ["judge.name=random", "pairs.min_chosen_score=0.0", "pairs.max_per_question=4"],
+}
+LABELS = {"oracle_sft"}  # arms that read references to build training rows
+BOOT = 1000
+
+
+def bootstrap(values: list[float], rng: random.Random) -> tuple[float, float] | None:
+    """95% percentile interval of the mean over resampled items."""
+    if not values:
+        return None
+    n = len(values)
+    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(BOOT))
+    return means[int(0.025 * BOOT)], means[int(0.975 * BOOT) - 1]
+
+
+def _groups(store, iteration: int) -> dict[str, list[tuple[str, list[bool], list[float]]]]:  # noqa: ANN001
+    """task -> [(question_id, per-sample correct, per-sample judge score)] for one iteration's samples."""
+    from selftrain.grading import grade
+    from selftrain.store import read_stage
+
+    questions = {r["question_id"]: r for r in read_stage(store.stage_dir(iteration, "questions")).to_pylist()}
+    scores = {
+        (r["question_id"], r["sample_index"]): r["score"]
+        for r in read_stage(store.stage_dir(iteration, "score")).to_pylist()
+    }
+    by_q: dict[str, list[tuple[bool, float | None, str | None]]] = {}
+    for s in read_stage(store.stage_dir(iteration, "sample")).to_pylist():
+        q = questions[s["question_id"]]
+        answer, ok = grade(q["task"], s["completion"], q["reference"], q["choices"])
+        by_q.setdefault(s["question_id"], []).append(
+            (ok, scores.get((s["question_id"], s["sample_index"])), answer)
+        )
+    out: dict[str, list] = {}
+    for qid, samples in by_q.items():
+        task = json.loads(questions[qid]["meta"] or "{}").get("subset", "all")
+        out.setdefault(task, []).append((qid, samples))
+    return out
+
+
+def sample_diagnostics(store, iteration: int, rng: random.Random) -> dict:  # noqa: ANN001
+    from selftrain.diagnostics import auroc
+
+    out = {}
+    for task, items in sorted(_groups(store, iteration).items()):
+        acc, pass_k, majority, within = [], [], [], []
+        for _, samples in items:
+            oks = [ok for ok, _, _ in samples]
+            acc.append(sum(oks) / len(oks))
+            pass_k.append(float(any(oks)))
+            votes: dict[str, int] = {}
+            for _, _, answer in samples:
+                if answer is not None:
+                    votes[answer] = votes.get(answer, 0) + 1
+            top = max(votes, key=votes.get) if votes else None
+            majority.append(float(any(ok and a == top for ok, _, a in samples)))
+            value = auroc([s if s is not None else 0.0 for _, s, _ in samples], oks)
+            if value is not None:
+                within.append(value)
+        out[task] = {
+            "questions": len(items),
+            "k": len(items[0][1]),
+            **{
+                name: {"mean": sum(v) / len(v) if v else None, "ci": bootstrap(v, rng), "n": len(v)}
+                for name, v in (
+                    ("sample", acc),
+                    ("pass_at_k", pass_k),
+                    ("majority", majority),
+                    ("auroc", within),
+                )
+            },
+        }
+    return out
+
+
+def evaluation(store, rng: random.Random) -> dict:  # noqa: ANN001
+    """source -> iteration -> {base, policy, gain, gain_ci, n} from the greedy evaluation rows."""
+    from selftrain.store import read_stage
+
+    out: dict = {}
+    base: dict[str, dict[str, bool]] = {}
+    for it in store.iterations_on_disk():
+        if store.manifest(it, "evaluate") is None:
+            continue
+        rows = [
+            r for r in read_stage(store.stage_dir(it, "evaluate")).to_pylist() if r["decoding"] == "greedy"
+        ]
+        policy: dict[str, dict[str, bool]] = {}
+        for r in rows:
+            target = base if r["model"] == "base" else policy
+            target.setdefault(r["source"], {})[r["question_id"]] = bool(r["correct"])
+        for src, got in policy.items():
+            ref = base.get(src, {})
+            ids = sorted(set(got) & set(ref))
+            diffs = [float(got[i]) - float(ref[i]) for i in ids]
+            out.setdefault(src, {})[str(it)] = {
+                "base": sum(ref.values()) / len(ref) if ref else None,
+                "policy": sum(got.values()) / len(got),
+                "gain": sum(diffs) / len(diffs) if diffs else None,
+                "gain_ci": bootstrap(diffs, rng),
+                "n": len(got),
+            }
+    return out
+
+
+def _ci(cell: dict | None) -> str:
+    if not cell or cell.get("mean") is None:
+        return "-"
+    lo, hi = cell["ci"]
+    return f"{cell['mean']:.3f} [{lo:.2f}, {hi:.2f}]"
+
+
+def render(results: dict, command: str) -> str:
+    threads = os.environ.get("OMP_NUM_THREADS", "torch default")
+    lines = [
+        "# The SmolLM2 study (generated by bench/smollm2_study.py: do not edit by hand)",
+        "",
+        f"Regenerate: `{command}`. Machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"OMP_NUM_THREADS={threads}; page written {datetime.date.today().isoformat()}. Each cell's own date "
+        "and wall time are in its row. Intervals are bootstrap 95% over questions (paired for gains).",
+        "",
+        "## 1. The base model's samples (iteration 0, training split; references read as a diagnostic only)",
+        "",
+        "| cell | task | questions | sample acc | pass@k | majority | SC within-question AUROC (n) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for key, r in sorted(results.items()):
+        for task, d in r["samples"].items():
+            lines.append(
+                f"| {key} | {task} | {d['questions']} | {_ci(d['sample'])} | {_ci(d['pass_at_k'])} (k {d['k']}) "
+                f"| {_ci(d['majority'])} | {_ci(d['auroc'])} ({d['auroc']['n']}) |"
+            )
+    lines += [
+        "",
+        "Only the sc_* cells' AUROC is the self-consistency judge's; oracle and random cells score by label "
+        "and by chance.",
+        "",
+        "## 2. Held-out greedy accuracy after self-training",
+        "",
+        "| arm | seed | source | base | iteration: policy (gain [95% CI]) | wall | date |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for _key, r in sorted(results.items()):
+        mark = " (uses labels)" if r["arm"] in LABELS else ""
+        for src, its in r["evaluation"].items():
+            first = next(iter(its.values()))
+            cells = "; ".join(
+                f"{it}: {c['policy']:.3f} ({c['gain']:+.3f} [{c['gain_ci'][0]:+.2f}, {c['gain_ci'][1]:+.2f}])"
+                for it, c in its.items()
+            )
+            lines.append(
+                f"| {r['arm']}{mark} | {r['seed']} | {src} (n {first['n']}) | {first['base']:.3f} | {cells} "
+                f"| {r['wall_s'] / 60:.1f} min | {r['date']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arms", default="sc_sft,sc_dpo,oracle_sft,random_sft")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--iterations", type=int, default=1)
+    p.add_argument("--recipe", default=str(ROOT / "configs" / "smollm2-demo.yaml"))
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="extra override, every cell"
+    )
+    p.add_argument("--cache", default=str(ROOT / "artifacts" / "study" / "smollm2.json"))
+    p.add_argument("--docs", default=str(ROOT / "docs" / "smollm2-study.md"))
+    args = p.parse_args()
+    unknown = sorted(set(args.arms.split(",")) - set(ARMS))
+    if unknown:
+        p.error(f"unknown arm(s) {', '.join(unknown)}; known: {', '.join(ARMS)}")
+
+    from selftrain.config import load_config
+    from selftrain.logs import setup_logging
+    from selftrain.runner import run
+
+    setup_logging(False)
+    cache = Path(args.cache)
+    results = json.loads(cache.read_text()) if cache.exists() else {}
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for arm in args.arms.split(","):
+            name = f"study-smollm2-{arm}-s{seed}-i{args.iterations}"
+            overrides = [f"run.name={name}", f"run.seed={seed}", f"run.iterations={args.iterations}"]
+            cfg = load_config(args.recipe, overrides + ARMS[arm] + args.set)
+            start = time.time()
+            store = run(cfg)
+            wall = time.time() - start
+            rng = random.Random(f"{name}-bootstrap")
+            previous = results.get(name, {})
+            results[name] = {
+                "arm": arm,
+                "seed": seed,
+                "overrides": ARMS[arm] + args.set,
+                # a reused run takes seconds: keep the wall time of the run that did the work
+                "wall_s": wall if wall > 60 or "wall_s" not in previous else previous["wall_s"],
+                "date": previous.get("date")
+                if wall <= 60 and previous
+                else datetime.date.today().isoformat(),
+                "samples": sample_diagnostics(store, 0, rng),
+                "evaluation": evaluation(store, rng),
+            }
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(results, indent=2))
+            logging.getLogger("study").warning("cell %s done in %.0fs", name, wall)
+    command = ".venv/bin/python bench/smollm2_study.py " + " ".join(sys.argv[1:])
+    Path(args.docs).write_text(render(results, command.strip()))
+    print(f"wrote {args.docs}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
