@@ -21,7 +21,7 @@ HEADER = """# Configuration
 
 A recipe is YAML with these keys; precedence is defaults < recipe < `--set key=value` (lists by index:
 `--set data.train.0.limit=100`, written `<i>` below). A method (`method:`) sets its own defaults where the
-recipe sets nothing (selftrain/methods.py). Every section rejects unknown keys, naming the closest valid one.
+recipe sets nothing (selftrain/methods/). Every section rejects unknown keys, naming the closest valid one.
 """
 
 

@@ -171,7 +171,7 @@ W2S_SFT = pa.schema(
     ]
 )
 
-# Weak-to-strong stage II: one preference pair per train_2 question that the pair rule (selftrain.w2s.w2s_pair)
+# Weak-to-strong stage II: one preference pair per train_2 question that the pair rule (selftrain.methods.w2s.core.w2s_pair)
 # keeps.
 W2S_PAIRS = pa.schema(
     [

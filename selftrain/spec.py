@@ -62,7 +62,10 @@ class StageSpec:
     # fingerprints of runs with the other parts as they were
     only_when: tuple[tuple[str, Callable[[Config], bool]], ...] = ()
     doc: str = ""
-    module: str = ""  # has `run(cfg, inputs, writer) -> Manifest`; default selftrain.stages.<name>
+    # the module that runs it: `run(cfg, inputs, writer) -> Manifest` (and, for a trainer, `train_or_keep`);
+    # default selftrain.stages.<name> (the core stages); a method's own kinds name a module of its package
+    # (selftrain.methods.<method>), and kinds that share one (weak/strong_answers, the sft trainers) name it
+    module: str = ""
     # data-parallel: its shards are claimed with leases (selftrain.leases), so any number of workers on any
     # machines sharing the store can work it (`selftrain work`); its run() returns None in every worker but
     # the one that writes the manifest
@@ -109,7 +112,12 @@ def engine(
 
 
 def trainer(
-    name: str, data: str, continues: Callable[[Config], bool], doc: str, own: tuple[str, ...] = ()
+    name: str,
+    data: str,
+    continues: Callable[[Config], bool],
+    doc: str,
+    own: tuple[str, ...] = (),
+    module: str = "",
 ) -> StageSpec:
     """A stage that trains the policy's LoRA adapter on the stage `data`'s rows (its first input), continuing
     the policy of iteration i-1 where `continues` holds (else a fresh adapter on the base model)."""
@@ -121,13 +129,21 @@ def trainer(
         runs=Runs.TRAINER,
         ignore=TRAINER_PLUMBING,
         doc=doc,
+        module=module,
     )
 
 
 def sft_trainer(name: str, data: str, doc: str) -> StageSpec:
     """An SFT stage (selftrain.stages.sft's trainer) on `data`'s (prompt, chosen) rows; sft.train_from picks a
     fresh adapter on the base model or the policy of iteration i-1 continued."""
-    return trainer(name, data, own=("sft",), continues=lambda cfg: cfg.sft.train_from == "previous", doc=doc)
+    return trainer(
+        name,
+        data,
+        own=("sft",),
+        continues=lambda cfg: cfg.sft.train_from == "previous",
+        doc=doc,
+        module="selftrain.stages.sft",
+    )
 
 
 KINDS: dict[str, StageSpec] = {
@@ -161,6 +177,7 @@ KINDS: dict[str, StageSpec] = {
             "questions the model writes itself from k-shot seed questions, deduplicated against the seed pool "
             "and every evaluation set, filtered, with their provenance",
             ignore=("data.eval.*.limit",),
+            module="selftrain.methods.self_rewarding.prompts",
         ),
         # the preference methods (core_po, sc_po): sample -> score -> pairs -> train -> evaluate
         engine(
@@ -218,6 +235,7 @@ KINDS: dict[str, StageSpec] = {
             ),
             "stasc.initial.n initial answers per question (by M0, or the newest policy)",
             parallel=True,
+            module="selftrain.methods.stasc.initial",
         ),
         # self-correction: the current policy M(i-1) corrects each initial answer, whichever model wrote them
         engine(
@@ -226,10 +244,12 @@ KINDS: dict[str, StageSpec] = {
             ("stasc.correction",),
             (Input(QUESTIONS), Input("initial"), PREVIOUS_POLICY),
             "stasc.correction.n corrections of each initial answer by the current policy",
+            module="selftrain.methods.stasc.correct",
         ),
         # gold-based reward, no model
         StageSpec(
             name="filter",
+            module="selftrain.methods.stasc.filter",
             schema=schemas.SFT_EXAMPLES,
             keys=("stasc.reward", "stasc.only_better_correction"),
             inputs=(Input(QUESTIONS), Input("correct")),
@@ -242,6 +262,7 @@ KINDS: dict[str, StageSpec] = {
             ("evaluation", "data.eval"),
             (Input(POLICY),),
             "accuracy of the initial and the corrected answer, and the correction rates, on data.eval",
+            module="selftrain.methods.stasc.evaluate_correction",
         ),
         # GSI (guided self-improvement): guided_sample -> rationales -> rationale_sft -> evaluate
         engine(
@@ -251,10 +272,12 @@ KINDS: dict[str, StageSpec] = {
             (Input("questions"), PREVIOUS_POLICY),
             "gsi.sampling.n samples per question from the current policy, graded against the gold answer; "
             "the questions with fewer than gsi.min_correct right resampled with guidance",
+            module="selftrain.methods.gsi.guided_sample",
         ),
         # gold-graded keep, no model: cumulative over the iterations (STaR trains on all kept so far)
         StageSpec(
             name="rationales",
+            module="selftrain.methods.gsi.rationales",
             schema=schemas.RATIONALES,
             keys=("gsi.sampling.n", "data.shard_size"),  # n: the report's pass rates; shard_size: the shards
             inputs=(Input("questions"), Input("guided_sample"), Input("rationales", previous=True)),
@@ -266,9 +289,10 @@ KINDS: dict[str, StageSpec] = {
             "a LoRA adapter fine-tuned (SFT) on every kept rationale so far (GSI: from the base model)",
         ),
         # W2S (weak-to-strong): weak_sft -> weak_answers, strong_answers -> agree -> strong_sft (stage I) ->
-        # stage2_sample -> w2s_pairs -> w2s_dpo (stage II) -> w2s_evaluate; train_1/train_2: selftrain.w2s.split
+        # stage2_sample -> w2s_pairs -> w2s_dpo (stage II) -> w2s_evaluate; train_1/train_2: selftrain.methods.w2s.core.split
         StageSpec(
             name="weak_sft",
+            module="selftrain.methods.w2s.weak_sft",
             schema=None,
             keys=("w2s.weak", "w2s.train_1_size", "prompt", "training", "run.seed"),
             inputs=(Input("questions"),),
@@ -278,6 +302,7 @@ KINDS: dict[str, StageSpec] = {
         ),
         StageSpec(
             name="weak_answers",
+            module="selftrain.methods.w2s.answers",
             schema=schemas.SAMPLES,
             keys=("w2s.weak", "w2s.train_1_size", "w2s.max_tokens", "prompt", "engine.name", "run.seed"),
             inputs=(Input("questions"), Input("weak_sft")),
@@ -291,9 +316,11 @@ KINDS: dict[str, StageSpec] = {
             (Input("questions"),),
             "the strong base model's greedy few-shot answer (w2s.few_shot train_1 examples) to each train_2 "
             "question",
+            module="selftrain.methods.w2s.answers",
         ),
         StageSpec(
             name="agree",
+            module="selftrain.methods.w2s.agree",
             schema=schemas.W2S_SFT,
             keys=("w2s.train_1_size", "data.shard_size"),
             inputs=(Input("questions"), Input("weak_answers"), Input("strong_answers")),
@@ -308,16 +335,19 @@ KINDS: dict[str, StageSpec] = {
             ("w2s.train_1_size", "w2s.stage2.sampling"),
             (Input("questions"), Input("strong_sft")),
             "w2s.stage2.sampling.n samples per train_2 question from the stage-I model",
+            module="selftrain.methods.w2s.stage2_sample",
         ),
         StageSpec(
             name="w2s_pairs",
+            module="selftrain.methods.w2s.pairs",
             schema=schemas.W2S_PAIRS,
             keys=("w2s.train_1_size", "w2s.stage2.min_confidence", "w2s.stage2.strong_confidence"),
             inputs=(Input("questions"), Input("weak_answers"), Input("stage2_sample")),
-            doc="stage II's pairs: majority vote of the samples, confidence, weak vs strong (selftrain.w2s.w2s_pair)",
+            doc="stage II's pairs: majority vote of the samples, confidence, weak vs strong (selftrain.methods.w2s.core.w2s_pair)",
         ),
         StageSpec(
             name="w2s_dpo",
+            module="selftrain.methods.w2s.dpo",
             schema=None,
             keys=("model.path", "model.dtype", "training", "w2s.loss", "run.seed"),
             inputs=(Input("w2s_pairs"), Input("strong_sft")),
@@ -332,6 +362,7 @@ KINDS: dict[str, StageSpec] = {
             ("evaluation", "data.eval", "w2s.weak"),
             (Input("weak_sft"), Input("strong_sft"), Input(POLICY)),
             "greedy accuracy on data.eval of the weak model, the strong base, stage I and stage II",
+            module="selftrain.methods.w2s.evaluate",
         ),
     )
 }

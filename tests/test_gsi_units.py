@@ -1,4 +1,4 @@
-"""GSI's pure parts (selftrain.gsi), its config checks and its place among the methods: fast, no model."""
+"""GSI's pure parts (selftrain.methods.gsi.core), its config checks and its place among the methods: fast, no model."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from selftrain.config import ConfigError, load_config
 from selftrain.data.sources import load_source
-from selftrain.gsi import (
+from selftrain.methods.gsi.core import (
     fraction_prefix,
     gold_rationale,
     gold_steps,

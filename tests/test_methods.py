@@ -68,7 +68,7 @@ def test_ready_starts_independent_stages_together():
 
 
 def test_stasc_reward_filter_and_correction_metrics():
-    from selftrain.stasc import correction_metrics, in_acc, kept, reward, transitions
+    from selftrain.methods.stasc.core import correction_metrics, in_acc, kept, reward, transitions
 
     assert in_acc("So the answer is The Eiffel Tower.", "eiffel tower") and not in_acc(
         "Paris", "eiffel tower"

@@ -4,6 +4,7 @@ the stage-spec refactor), staleness, folders of older layouts, and the code layo
 from __future__ import annotations
 
 import ast
+import importlib
 import uuid
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from selftrain.config import Config
 from selftrain.methods import PREFERENCE_STAGES
 from selftrain.plan import dag, downstream_of, expected, stage_config, stage_state, upstream_of
-from selftrain.spec import KINDS, POLICY, QUESTIONS, kind
+from selftrain.spec import KINDS, POLICY, QUESTIONS, Runs, kind
 from selftrain.store import Manifest, RunStore, StageWriter, write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +49,10 @@ def test_every_kind_is_declared_consistently():
             cfg.section(key)  # every key a stage reads exists in the config
         for needed in spec.inputs:
             assert needed.stage in (POLICY, QUESTIONS) or needed.stage in KINDS, (spec.name, needed)
-        assert spec.module == f"selftrain.stages.{spec.name}"
+        module = importlib.import_module(spec.module)  # each kind names a module that runs it
+        assert callable(module.run), spec.name
+        if spec.runs == Runs.TRAINER:
+            assert callable(module.train_or_keep), spec.name
     with pytest.raises(KeyError, match="did you mean 'sample'"):
         kind("samples")
 

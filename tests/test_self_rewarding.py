@@ -211,7 +211,7 @@ def test_llm_judge_settings_count_in_the_fingerprint_only_for_that_judge():
 def test_self_instruct_filters_drop_and_count_evaluation_questions_and_copies():
     from selftrain.config import SelfInstructConfig
     from selftrain.data.contamination import normalise_question
-    from selftrain.self_instruct import filter_questions, read_question, rouge_l
+    from selftrain.methods.self_rewarding.self_instruct import filter_questions, read_question, rouge_l
 
     cfg = SelfInstructConfig(min_words=2, max_words=12)
     seeds = ["What is 2 + 3?", "How many legs does a spider have?"]

@@ -10,8 +10,8 @@ import pytest
 
 from selftrain.config import load_config
 from selftrain.methods import METHODS
+from selftrain.methods.w2s.core import agree, split, w2s_pair
 from selftrain.store import RunStore, read_stage
-from selftrain.w2s import agree, split, w2s_pair
 
 from .conftest import (
     ROOT,

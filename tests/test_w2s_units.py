@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from selftrain.config import W2sConfig
-from selftrain.w2s import agree, gold_solution, majority, split, w2s_pair
+from selftrain.methods.w2s.core import agree, gold_solution, majority, split, w2s_pair
 
 
 def s(answer: str | None, text: str = "") -> dict:

@@ -2,7 +2,6 @@
 loaded from defaults, a YAML recipe and `--set` overrides (load)."""
 
 from selftrain.config.base import ConfigError, Section
-from selftrain.config.gsi import GsiConfig, TeacherConfig
 from selftrain.config.load import check_names, dump_config, flatten, load_config, parse_override
 from selftrain.config.recipe import Config
 from selftrain.config.sections import (
@@ -18,16 +17,18 @@ from selftrain.config.sections import (
     SamplingConfig,
     SourceConfig,
 )
-from selftrain.config.self_instruct import SelfInstructConfig
-from selftrain.config.stasc import SftConfig, StascConfig
 from selftrain.config.training import (
     EngineConfig,
     EvaluationConfig,
     LoraConfig,
+    SftConfig,
     StoreConfig,
     TrainingConfig,
 )
-from selftrain.config.w2s import Stage2Config, W2sConfig
+from selftrain.methods.gsi.config import GsiConfig, TeacherConfig
+from selftrain.methods.self_rewarding.config import SelfInstructConfig
+from selftrain.methods.stasc.config import StascConfig
+from selftrain.methods.w2s.config import Stage2Config, W2sConfig
 
 __all__ = [
     "BandConfig",

@@ -9,12 +9,12 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-import selftrain.config.gsi as gs
 import selftrain.config.sections as sec
-import selftrain.config.self_instruct as si
-import selftrain.config.stasc as st
 import selftrain.config.training as tr
-import selftrain.config.w2s as w2
+import selftrain.methods.gsi.config as gs
+import selftrain.methods.self_rewarding.config as si
+import selftrain.methods.stasc.config as st
+import selftrain.methods.w2s.config as w2
 from selftrain.config.base import Section
 from selftrain.config.placement import PlacementConfig
 
@@ -22,7 +22,7 @@ from selftrain.config.placement import PlacementConfig
 class Config(Section):
     method: str = Field(
         "core_po",
-        description="Registered method (selftrain/methods.py): core_po (the default), sc_po, stasc, gsi, w2s, "
+        description="Registered method (selftrain/methods/): core_po (the default), sc_po, stasc, gsi, w2s, "
         "self_rewarding, self_rewarding_instruct; picks the stages "
         "each iteration runs and sets its own defaults (e.g. sc_po: judge.name self_consistency) where the "
         "recipe sets nothing.",
@@ -38,7 +38,7 @@ class Config(Section):
     evaluation: tr.EvaluationConfig = Field(default_factory=tr.EvaluationConfig)
     engine: tr.EngineConfig = Field(default_factory=tr.EngineConfig)
     store: tr.StoreConfig = Field(default_factory=tr.StoreConfig)
-    sft: st.SftConfig = Field(default_factory=st.SftConfig)
+    sft: tr.SftConfig = Field(default_factory=tr.SftConfig)
     stasc: st.StascConfig = Field(default_factory=st.StascConfig)
     gsi: gs.GsiConfig = Field(default_factory=gs.GsiConfig)
     self_instruct: si.SelfInstructConfig = Field(default_factory=si.SelfInstructConfig)

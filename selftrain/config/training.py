@@ -163,3 +163,13 @@ class StoreConfig(Section):
         "(every lease_seconds/4); another worker then takes the shard over. Longer than any pause of a "
         "healthy worker (GC, a slow shared filesystem), short enough that a lost node's shards are redone soon.",
     )
+
+
+class SftConfig(Section):
+    """The sft stage: TRL SFT with LoRA on a method's (prompt, completion) rows, as the train stage trains."""
+
+    train_from: Literal["base", "previous"] = Field(
+        "previous",
+        description="Iteration i fine-tunes a fresh adapter on the base model (base; STaSC's "
+        "train_from_initial_model: true) or continues the policy of iteration i-1 (previous).",
+    )

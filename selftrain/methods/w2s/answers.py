@@ -1,6 +1,6 @@
 """W2S stage I's answers to the train_2 questions, greedy: `weak_answers` by the fine-tuned weak model (plain
 question prompt), `strong_answers` by the strong base model with w2s.few_shot worked train_1 examples before
-each question. The one body of both stage kinds (selftrain.stages.weak_answers, strong_answers)."""
+each question. The one body of both stage kinds (selftrain.methods.w2s.answers, strong_answers)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from collections.abc import Callable
 
 from selftrain.config import Config
 from selftrain.engines.base import SamplingSpec
+from selftrain.methods.w2s.core import few_shot_prompt, split
+from selftrain.methods.w2s.weak_sft import weak_config
 from selftrain.schemas import SAMPLES
 from selftrain.stages.common import StageInputs, chunks, finish, write_sharded
 from selftrain.stages.sample import LazyEngine, sample_rows
-from selftrain.stages.weak_sft import weak_config
 from selftrain.store import Manifest, StageWriter
-from selftrain.w2s import few_shot_prompt, split
 
 
 def with_batch(cfg: Config, sampling: dict) -> Config:

@@ -1,11 +1,13 @@
 """W2S's evaluation: greedy accuracy on data.eval of the four models side by side: the fine-tuned weak model
 (`weak`), the strong base (`base`), stage I (`stage1`, the strong_sft adapter) and stage II (`policy`, the
-w2s_dpo adapter, the method's policy), one model in memory at a time (selftrain.w2s.MODELS)."""
+w2s_dpo adapter, the method's policy), one model in memory at a time (selftrain.methods.w2s.core.MODELS)."""
 
 from __future__ import annotations
 
 from selftrain.config import Config
 from selftrain.data.sources import load_source
+from selftrain.methods.w2s.core import MODELS
+from selftrain.methods.w2s.weak_sft import weak_config
 from selftrain.schemas import EVAL
 from selftrain.stages.common import StageInputs, chunks
 from selftrain.stages.evaluate import (
@@ -16,9 +18,7 @@ from selftrain.stages.evaluate import (
     metrics_by_source,
 )
 from selftrain.stages.sample import LazyEngine
-from selftrain.stages.weak_sft import weak_config
 from selftrain.store import Manifest, StageWriter
-from selftrain.w2s import MODELS
 
 
 def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:

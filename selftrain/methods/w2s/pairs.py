@@ -1,15 +1,15 @@
 """W2S stage II's pairs, no model: per train_2 question the stage-I model's samples' majority vote and
-confidence, and the pair rule (selftrain.w2s.w2s_pair) against the weak model's response."""
+confidence, and the pair rule (selftrain.methods.w2s.core.w2s_pair) against the weak model's response."""
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 
 from selftrain.config import Config
+from selftrain.methods.w2s.core import split, w2s_pair
 from selftrain.schemas import W2S_PAIRS
 from selftrain.stages.common import StageInputs, chunks, finish, write_sharded
 from selftrain.store import Manifest, StageWriter
-from selftrain.w2s import split, w2s_pair
 
 
 def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:

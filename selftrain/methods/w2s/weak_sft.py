@@ -9,12 +9,12 @@ from pathlib import Path
 import pyarrow as pa
 
 from selftrain.config import Config
+from selftrain.methods.w2s.core import gold_solution, split
 from selftrain.prompts import PromptBuilder
 from selftrain.stages.common import StageInputs
 from selftrain.stages.train import finish_train, fit_or_keep
 from selftrain.store import Manifest, StageWriter
 from selftrain.training.sft import train_sft
-from selftrain.w2s import gold_solution, split
 
 
 def weak_config(cfg: Config) -> Config:

@@ -1,14 +1,14 @@
 """W2S stage I's filter, no model: the train_2 questions where the weak and the strong answer have the same
-non-empty final answer (selftrain.w2s.agree), each as two SFT rows, the weak and the strong rationale, both with
+non-empty final answer (selftrain.methods.w2s.core.agree), each as two SFT rows, the weak and the strong rationale, both with
 the plain question prompt."""
 
 from __future__ import annotations
 
 from selftrain.config import Config
+from selftrain.methods.w2s.core import agree, final_answer, split
 from selftrain.schemas import W2S_SFT
 from selftrain.stages.common import StageInputs, chunks, finish, write_sharded
 from selftrain.store import Manifest, StageWriter
-from selftrain.w2s import agree, final_answer, split
 
 
 def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:

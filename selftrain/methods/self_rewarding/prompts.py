@@ -1,7 +1,7 @@
 """Self-instruction stage (method self_rewarding_instruct): the model writes this iteration's questions.
 
 Each of self_instruct.candidates generations sees k seed questions (a seeded draw from data.train after the
-contamination guard) and writes one new question; selftrain.self_instruct's filters then drop the empty, the
+contamination guard) and writes one new question; selftrain.methods.self_rewarding.self_instruct's filters then drop the empty, the
 too short or long, those with a blocked word, every evaluation question (normalised match, counted), copies of
 a seed or of a kept question and near-copies (ROUGE-L). The kept rows carry their provenance in `meta`: the
 shots' question ids, the generator and the generation's index. They have no reference: a self-written question
@@ -21,8 +21,8 @@ import random
 from selftrain.config import Config
 from selftrain.data.contamination import eval_question_keys, normalise_question
 from selftrain.engines.base import SamplingSpec
+from selftrain.methods.self_rewarding.self_instruct import filter_questions, k_shot_prompt, read_question
 from selftrain.schemas import QUESTIONS
-from selftrain.self_instruct import filter_questions, k_shot_prompt, read_question
 from selftrain.stages.common import StageInputs, finish, shard_seed, write_sharded
 from selftrain.stages.questions import training_sources
 from selftrain.stages.sample import LazyEngine

@@ -1,12 +1,12 @@
 """GSI's kept rationales: this iteration's right samples (plain and guided, graded against the gold answer)
 added to every rationale kept so far (this stage's output of iteration i-1), each distinct (question,
 rationale) once, trained on with the plain question prompt (hints never reach the SFT data). Its manifest holds
-the iteration's tail report (selftrain.gsi.tail_report), which `selftrain run` and `status` print."""
+the iteration's tail report (selftrain.methods.gsi.core.tail_report), which `selftrain run` and `status` print."""
 
 from __future__ import annotations
 
 from selftrain.config import Config
-from selftrain.gsi import tail_report
+from selftrain.methods.gsi.core import tail_report
 from selftrain.schemas import RATIONALES
 from selftrain.stages.common import StageInputs, chunks, finish, write_sharded
 from selftrain.store import Manifest, StageWriter

@@ -1,6 +1,6 @@
 """Self-instruction (Self-Rewarding, arXiv 2401.10020 section 2.3, after Self-Instruct, Wang et al. 2023): the
 k-shot prompt that asks the model for a new question, reading the question out of a generation, and the
-filters a generated question must pass. The prompts stage (selftrain.stages.prompts) runs them.
+filters a generated question must pass. The prompts stage (selftrain.methods.self_rewarding.prompts) runs them.
 
 The generation prompt is this project's, in Self-Instruct's style (the paper does not print its own): for chat
 models a list of `<task>` items to continue; for the tiny model's `plain` template the `Q:` lines it was

@@ -19,7 +19,7 @@ def _paper_stage2_sampling() -> SamplingConfig:
 
 
 class Stage2Config(Section):
-    """Stage II: the stage-I model's samples, their majority vote and the pair rule (selftrain.w2s.w2s_pair)."""
+    """Stage II: the stage-I model's samples, their majority vote and the pair rule (selftrain.methods.w2s.core.w2s_pair)."""
 
     sampling: SamplingConfig = Field(
         default_factory=_paper_stage2_sampling,

@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections import defaultdict
 
 from selftrain.config import Config
+from selftrain.methods.stasc.core import kept, reward, transitions
 from selftrain.schemas import SFT_EXAMPLES
 from selftrain.stages.common import StageInputs, chunks, finish, write_sharded
-from selftrain.stasc import kept, reward, transitions
 from selftrain.store import Manifest, StageWriter
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from selftrain.config import Config
 from selftrain.grading import grade
+from selftrain.methods.stasc.core import correction_metrics
 from selftrain.schemas import CORRECTION_EVAL
 from selftrain.stages.common import StageInputs
 from selftrain.stages.evaluate import engine_for, eval_groups, evaluate_sharded, greedy_spec
-from selftrain.stasc import correction_metrics
 from selftrain.store import Manifest, StageWriter
 
 

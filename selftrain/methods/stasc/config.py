@@ -1,4 +1,4 @@
-"""Config sections of the SFT stage and of STaSC (self-taught self-correction, arXiv 2503.08681)."""
+"""The config section of STaSC (self-taught self-correction, arXiv 2503.08681)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,6 @@ from pydantic import Field
 
 from selftrain.config.base import Section
 from selftrain.config.sections import SamplingConfig
-
-
-class SftConfig(Section):
-    """The sft stage: TRL SFT with LoRA on a method's (prompt, completion) rows, as the train stage trains."""
-
-    train_from: Literal["base", "previous"] = Field(
-        "previous",
-        description="Iteration i fine-tunes a fresh adapter on the base model (base; STaSC's "
-        "train_from_initial_model: true) or continues the policy of iteration i-1 (previous).",
-    )
 
 
 def _paper_sampling() -> SamplingConfig:

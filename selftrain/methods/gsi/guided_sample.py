@@ -12,7 +12,7 @@ from selftrain.config import Config
 from selftrain.engines.base import SamplingSpec
 from selftrain.grading import grade
 from selftrain.grading.extract import reference_answer
-from selftrain.gsi import (
+from selftrain.methods.gsi.core import (
     TEACHER_ASK,
     fraction_prefix,
     gold_rationale,
