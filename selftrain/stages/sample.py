@@ -2,50 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Iterator
 
 from selftrain.config import Config, SamplingConfig
-from selftrain.engines import load_engine
 from selftrain.engines.base import SamplingSpec
+from selftrain.engines.lazy import LazyEngine
 from selftrain.grading import extract_answer
-from selftrain.prompts import PromptBuilder
 from selftrain.schemas import SAMPLES
 from selftrain.stages.common import StageInputs, chunks, finish, shard_seed, write_sharded
 from selftrain.store import Manifest, StageWriter, StoreError, load_manifest
 
 log = logging.getLogger(__name__)
-
-
-class LazyEngine:
-    """Loads the engine on first use, so a fully resumed stage never pays for a model load."""
-
-    def __init__(self, cfg: Config, adapter: str | None):
-        self.cfg, self.adapter = cfg, adapter
-
-    load_s = 0.0  # time spent starting engines, reported in stage stats
-
-    @functools.cached_property
-    def engine(self):  # noqa: ANN201
-        log.info("loading engine for %s (adapter: %s)", self.cfg.model.path, self.adapter or "none")
-        start = time.perf_counter()
-        engine = load_engine(self.cfg, self.adapter)
-        self.load_s += time.perf_counter() - start
-        return engine
-
-    @functools.cached_property
-    def builder(self) -> PromptBuilder:
-        p = self.cfg.prompt
-        return PromptBuilder(self.engine.tokenizer, p.template, p.system, p.one_shot)
-
-    def close(self) -> None:
-        """Free the model; a later use loads it again."""
-        if "engine" in self.__dict__:
-            self.engine.close()
-        self.__dict__.pop("engine", None)
-        self.__dict__.pop("builder", None)
 
 
 def sample_rows(group: list[dict], prompts: list[str], outs: list) -> list[dict]:

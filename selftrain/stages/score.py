@@ -8,11 +8,11 @@ from collections import defaultdict
 
 from selftrain.config import Config, ConfigError
 from selftrain.diagnostics import judge_diagnostics, judgment_stats
+from selftrain.engines.lazy import LazyEngine
 from selftrain.judges import JUDGES, MODEL_FREE, Judging
 from selftrain.prompts import PromptBuilder
 from selftrain.schemas import SCORES
 from selftrain.stages.common import StageInputs, chunks, finish, read_shards, shard_seed, write_sharded
-from selftrain.stages.sample import LazyEngine
 from selftrain.store import Manifest, StageWriter
 
 log = logging.getLogger(__name__)

@@ -10,6 +10,7 @@ from collections import Counter
 
 from selftrain.config import Config
 from selftrain.engines.base import SamplingSpec
+from selftrain.engines.lazy import LazyEngine
 from selftrain.grading import grade
 from selftrain.grading.extract import reference_answer
 from selftrain.methods.gsi.core import (
@@ -22,7 +23,6 @@ from selftrain.methods.gsi.core import (
 )
 from selftrain.schemas import GUIDED_SAMPLES
 from selftrain.stages.common import StageInputs, chunks, finish, shard_seed, write_sharded
-from selftrain.stages.sample import LazyEngine
 from selftrain.store import Manifest, StageWriter
 
 

@@ -21,11 +21,11 @@ import random
 from selftrain.config import Config
 from selftrain.data.contamination import eval_question_keys, normalise_question
 from selftrain.engines.base import SamplingSpec
+from selftrain.engines.lazy import LazyEngine
 from selftrain.methods.self_rewarding.self_instruct import filter_questions, k_shot_prompt, read_question
 from selftrain.schemas import QUESTIONS
 from selftrain.stages.common import StageInputs, finish, shard_seed, write_sharded
 from selftrain.stages.questions import training_sources
-from selftrain.stages.sample import LazyEngine
 from selftrain.store import Manifest, StageWriter
 
 

@@ -8,10 +8,10 @@ from collections import defaultdict
 
 from selftrain.config import Config
 from selftrain.engines.base import SamplingSpec
+from selftrain.engines.lazy import LazyEngine
 from selftrain.grading import extract_answer
 from selftrain.schemas import CORRECTIONS
 from selftrain.stages.common import StageInputs, chunks, finish, shard_seed, write_sharded
-from selftrain.stages.sample import LazyEngine
 from selftrain.store import Manifest, StageWriter
 
 

@@ -8,11 +8,12 @@ from collections.abc import Callable
 
 from selftrain.config import Config
 from selftrain.engines.base import SamplingSpec
+from selftrain.engines.lazy import LazyEngine
 from selftrain.methods.w2s.core import few_shot_prompt, split
 from selftrain.methods.w2s.weak_sft import weak_config
 from selftrain.schemas import SAMPLES
 from selftrain.stages.common import StageInputs, chunks, finish, write_sharded
-from selftrain.stages.sample import LazyEngine, sample_rows
+from selftrain.stages.sample import sample_rows
 from selftrain.store import Manifest, StageWriter
 
 

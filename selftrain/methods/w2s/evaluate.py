@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from selftrain.config import Config
 from selftrain.data.sources import load_source
+from selftrain.engines.lazy import LazyEngine
 from selftrain.methods.w2s.core import MODELS
 from selftrain.methods.w2s.weak_sft import weak_config
 from selftrain.schemas import EVAL
@@ -17,7 +18,6 @@ from selftrain.stages.evaluate import (
     greedy_spec,
     metrics_by_source,
 )
-from selftrain.stages.sample import LazyEngine
 from selftrain.store import Manifest, StageWriter
 
 

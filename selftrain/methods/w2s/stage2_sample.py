@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from selftrain.config import Config
 from selftrain.engines.base import SamplingSpec
+from selftrain.engines.lazy import LazyEngine
 from selftrain.methods.w2s.answers import with_batch, write_train_2
 from selftrain.methods.w2s.core import split
 from selftrain.stages.common import StageInputs, shard_seed
-from selftrain.stages.sample import LazyEngine, sample_rows
+from selftrain.stages.sample import sample_rows
 from selftrain.store import Manifest, StageWriter
 
 
