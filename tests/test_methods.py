@@ -127,3 +127,52 @@ def test_stasc_recipe_and_dag():
     assert upstream_of(newest, 1, "sft") == [(1, "filter")]
     paper = load_config(Path(__file__).resolve().parents[1] / "configs" / "qwen2.5-1.5b-stasc.yaml")
     assert (paper.training.learning_rate, paper.run.iterations, paper.sft.train_from) == (1e-5, 10, "base")
+
+
+ROOT = Path(__file__).resolve().parents[1]
+# the package each method's own stage code lives in (sc_po and the instruct variant share their family's)
+PACKAGE = {
+    "core_po": "core_po",
+    "sc_po": "core_po",
+    "self_rewarding": "self_rewarding",
+    "self_rewarding_instruct": "self_rewarding",
+    "stasc": "stasc",
+    "gsi": "gsi",
+    "w2s": "w2s",
+}
+
+
+def test_each_method_is_one_package_over_the_shared_core_stages():
+    from selftrain.spec import kind
+
+    assert set(PACKAGE) == set(METHODS.names()), "a new method needs its package here"
+    for name in METHODS.names():
+        assert (ROOT / "selftrain" / "methods" / PACKAGE[name] / "__init__.py").is_file(), name
+        for stage in METHODS.get(name).stages:
+            module = kind(stage).module
+            assert module.startswith(("selftrain.stages.", f"selftrain.methods.{PACKAGE[name]}.")), (
+                name,
+                stage,
+                module,
+            )
+    stage_files = sorted(p.name for p in (ROOT / "selftrain" / "stages").glob("*.py"))
+    assert len(stage_files) <= 14, stage_files
+
+
+def test_no_alias_modules():
+    """A kind names the module that runs it: no module that only re-exports another's names."""
+    import ast
+
+    for path in [
+        *(ROOT / "selftrain" / "stages").glob("*.py"),
+        *(ROOT / "selftrain" / "methods").rglob("*.py"),
+    ]:
+        body = [n for n in ast.parse(path.read_text()).body if not isinstance(n, ast.Expr)]  # docstring
+        if path.name == "__init__.py" or not body:
+            continue
+        only_names = all(
+            isinstance(n, ast.ImportFrom | ast.Import)
+            or (isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in n.targets))
+            for n in body
+        )
+        assert not only_names, f"{path.relative_to(ROOT)} only re-exports: name the real module in the spec"

@@ -1,7 +1,7 @@
 """Methods, one package each (its registration, config section, stage code and helpers); the contract and the
 registry are in base.py. Importing this package registers every method."""
 
-# each registers itself; in this order, the order `selftrain methods` lists them
+# each package registers its methods (imported for that)
 from selftrain.methods import core_po, self_rewarding, stasc, gsi, w2s  # noqa: F401, I001
 from selftrain.methods.base import (
     METHODS,
