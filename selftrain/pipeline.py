@@ -62,6 +62,11 @@ def execute_stage(
     where = f"iter-{iteration:03d}/{stage}"
     if state.status == "done":
         log.info("%s: complete, skipping", where)
+        from selftrain.leases import clear
+
+        clear(
+            store.stage_dir(iteration, stage)
+        )  # lease files of a worker killed after the manifest was written
         assert state.manifest is not None
         return state.manifest
     if state.status == "blocked":
