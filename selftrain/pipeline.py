@@ -22,7 +22,6 @@ from selftrain.plan import (
     StaleError,
     damaged_message,
     downstream_of,
-    expected,
     rerun_command,
     stage_state,
     upstream_of,
@@ -84,7 +83,7 @@ def execute_stage(
         invalidate(cfg, store, iteration, stage)
     if state.status in ("partial", "failed"):
         log.info("%s: resuming an interrupted attempt", where)
-    exp = expected(cfg, store, iteration, stage)
+    exp = state.expected  # the inputs do not change below: `invalidate` moves this stage and its readers only
     assert exp is not None
     # Damaged inputs are named here, in one line, before a stage (maybe in a subprocess, under accelerate)
     # starts and fails on them with a library's traceback.
@@ -93,7 +92,7 @@ def execute_stage(
     if use_subprocess(cfg, stage):
         run_stage_subprocess(cfg, store, iteration, stage)
     else:
-        run_stage(cfg, store, iteration, stage)
+        run_stage(cfg, store, iteration, stage, exp)
     manifest = store.manifest(iteration, stage)
     if manifest is None:
         raise StoreError(f"{where} finished without writing its manifest")

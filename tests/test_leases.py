@@ -3,7 +3,6 @@ mid-shard has its shard taken over after its lease expires; a worker whose lease
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -16,7 +15,7 @@ from selftrain.leases import LeaseLost, Leases, lease_status
 from selftrain.runlock import link_new
 from selftrain.schemas import QUESTIONS
 from selftrain.store import StageWriter, read_stage, write_shard
-from tests.conftest import ROOT, tiny_recipe, write_recipe
+from tests.conftest import ROOT, questions_only, tiny_recipe, write_recipe
 
 
 def _as_host(leases: Leases, host: str, pid: int) -> Leases:
@@ -199,26 +198,10 @@ def test_a_complete_folder_holds_no_leases(tmp_path, monkeypatch):
 def test_resume_clears_lease_litter_of_a_complete_stage(tmp_path):
     """A worker killed between the manifest and its clearing leaves `.leases/`: the stage is complete, and the
     next run clears it."""
-    from selftrain.config import Config
     from selftrain.pipeline import execute_stage
     from selftrain.plan import stage_state
-    from selftrain.store import RunStore
 
-    train = tmp_path / "train.jsonl"
-    train.write_text(
-        "".join(json.dumps({"q": f"What is {i} + 1?", "a": str(i + 1)}) + "\n" for i in range(4))
-    )
-    evals = tmp_path / "eval.jsonl"
-    evals.write_text(json.dumps({"q": "What is 9 + 9?", "a": "18"}) + "\n")
-    spec = {"name": "file", "question_field": "q", "reference_field": "a", "path": str(train)}
-    data = {
-        "train": [spec],
-        "eval": [{**spec, "path": str(evals), "split": "test"}],
-        "questions_per_iteration": 4,
-        "shard_size": 2,
-    }
-    cfg = Config.model_validate({"run": {"name": "litter"}, "data": data, "store": {"root": str(tmp_path)}})
-    store = RunStore(cfg.run_dir())
+    cfg, store = questions_only(tmp_path)
     manifest = execute_stage(cfg, store, 0, "questions")
     litter = store.stage_dir(0, "questions") / ".leases"
     litter.mkdir()
