@@ -7,6 +7,11 @@ In a stage folder, `.leases/` (dot-prefixed: Parquet readers of the folder skip 
   total                    how many shards the stage has (for `selftrain status`)
   clock-<host>-<pid>       touched by each worker to read the shared filesystem's clock
 
+`.leases/` lives only while the stage is being worked: the worker that writes the manifest removes it right
+after (`clear`), and so does every worker that finds the manifest written (one killed in between leaves it to
+the next run's resume, `pipeline.execute_stage`), so a complete folder holds its outputs and manifest only.
+The manifest's claim is what makes one worker its writer, so it cannot go before the manifest is in place.
+
 Why a claim is atomic on a shared filesystem: it is `link(tmp, name)`, which creates the name or fails with
 EEXIST in one server operation: on a local filesystem, on NFS (LINK is a single RPC and the classic NFS lock-file
 recipe; `O_CREAT|O_EXCL` is only atomic from NFSv3 on, link from NFSv2) and on Lustre (the MDS serializes
@@ -30,6 +35,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -194,6 +200,17 @@ class Leases:
             return json.loads(path.read_text())
         except (FileNotFoundError, ValueError):
             return None
+
+
+def clear(stage_dir: Path) -> None:
+    """Remove `.leases/` of a complete stage folder (its manifest written: nothing reads them any more). A
+    late worker creating a file in it meanwhile can make one pass fail (not empty): hence a few; what is left
+    then is that worker's, which clears it when it finds the manifest."""
+    ldir = stage_dir / LEASES
+    for _ in range(3):
+        shutil.rmtree(ldir, ignore_errors=True)
+        if not ldir.exists():
+            return
 
 
 def lease_status(stage_dir: Path, ttl_s: float) -> tuple[int | None, int, list[Claim]]:

@@ -22,7 +22,6 @@ from selftrain.plan import (
     StaleError,
     damaged_message,
     downstream_of,
-    expected,
     rerun_command,
     stage_state,
     upstream_of,
@@ -62,6 +61,11 @@ def execute_stage(
     where = f"iter-{iteration:03d}/{stage}"
     if state.status == "done":
         log.info("%s: complete, skipping", where)
+        from selftrain.leases import clear
+
+        clear(
+            store.stage_dir(iteration, stage)
+        )  # lease files of a worker killed after the manifest was written
         assert state.manifest is not None
         return state.manifest
     if state.status == "blocked":
@@ -79,7 +83,7 @@ def execute_stage(
         invalidate(cfg, store, iteration, stage)
     if state.status in ("partial", "failed"):
         log.info("%s: resuming an interrupted attempt", where)
-    exp = expected(cfg, store, iteration, stage)
+    exp = state.expected  # the inputs do not change below: `invalidate` moves this stage and its readers only
     assert exp is not None
     # Damaged inputs are named here, in one line, before a stage (maybe in a subprocess, under accelerate)
     # starts and fails on them with a library's traceback.
@@ -88,7 +92,7 @@ def execute_stage(
     if use_subprocess(cfg, stage):
         run_stage_subprocess(cfg, store, iteration, stage)
     else:
-        run_stage(cfg, store, iteration, stage)
+        run_stage(cfg, store, iteration, stage, exp)
     manifest = store.manifest(iteration, stage)
     if manifest is None:
         raise StoreError(f"{where} finished without writing its manifest")

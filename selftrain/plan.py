@@ -109,6 +109,8 @@ class StageState:
     status: str  # done | damaged | stale | partial | failed | missing | blocked
     reasons: list[str] = field(default_factory=list)
     manifest: Manifest | None = None
+    # what `expected` returned for it: run_stage takes it, so that a stage computes it once (None: blocked)
+    expected: tuple[str, dict, dict] | None = None
 
 
 def expected(cfg: Config, store: RunStore, iteration: int, stage: str) -> tuple[str, dict, dict] | None:
@@ -124,9 +126,17 @@ def expected(cfg: Config, store: RunStore, iteration: int, stage: str) -> tuple[
 
 
 def stage_state(cfg: Config, store: RunStore, iteration: int, stage: str) -> StageState:
+    exp = expected(cfg, store, iteration, stage)
+    state = _stage_state(store, iteration, stage, exp)
+    state.expected = exp
+    return state
+
+
+def _stage_state(
+    store: RunStore, iteration: int, stage: str, exp: tuple[str, dict, dict] | None
+) -> StageState:
     d = store.stage_dir(iteration, stage)
     m = store.manifest(iteration, stage)
-    exp = expected(cfg, store, iteration, stage)
     if m is None:
         if marker(d, FAILED).exists():
             err = json.loads(marker(d, FAILED).read_text()).get("error", "")

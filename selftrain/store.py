@@ -262,6 +262,9 @@ def write_manifest(stage_dir: Path, manifest: Manifest, leases: Leases | None = 
     atomic_write_text(stage_dir / MANIFEST, manifest.model_dump_json(indent=2))
     if leases is not None:
         leases.release_all(remove=False)  # the manifest's claim stays: a later claimant finds the manifest
+    from selftrain.leases import clear
+
+    clear(stage_dir)  # a complete folder holds no leases (kept until now: the manifest's claim is in there)
     for name in (STARTED, FAILED, DAMAGED):
         remove_marker(stage_dir, name)
 

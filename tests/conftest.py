@@ -12,6 +12,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
+import json  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
@@ -299,3 +300,23 @@ def smollm2_path() -> Path:
     from selftrain.model_fetch import fetch_model
 
     return fetch_model("smollm2-135m-instruct", ROOT / "artifacts" / "models" / "smollm2-135m-instruct")
+
+
+def questions_only(root: Path):  # noqa: ANN201 - (Config, RunStore), imported late
+    """A run of 4 training questions from a file, for tests that run only its questions stage (no model)."""
+    from selftrain.config import Config
+
+    train, evals = root / "train.jsonl", root / "eval.jsonl"
+    train.write_text(
+        "".join(json.dumps({"q": f"What is {i} + 1?", "a": str(i + 1)}) + "\n" for i in range(4))
+    )
+    evals.write_text(json.dumps({"q": "What is 9 + 9?", "a": "18"}) + "\n")
+    spec = {"name": "file", "question_field": "q", "reference_field": "a", "path": str(train)}
+    data = {
+        "train": [spec],
+        "eval": [{**spec, "path": str(evals), "split": "test"}],
+        "questions_per_iteration": 4,
+        "shard_size": 2,
+    }
+    cfg = Config.model_validate({"run": {"name": "questions"}, "data": data, "store": {"root": str(root)}})
+    return cfg, RunStore(cfg.run_dir())

@@ -39,6 +39,7 @@ def test_sigkill_then_resume_equals_uninterrupted(kill_at, reference, tmp_path, 
         ref, got = adapter_weights(reference), adapter_weights(run_dir)
         assert all(float((ref[k] - got[k]).abs().max()) < 1e-5 for k in ref)
     assert stage_tables(run_dir) == stage_tables(reference)
+    assert not list(run_dir.glob("iter-*/*/.leases"))  # complete folders hold no lease files (issue 28)
 
 
 def test_rerun_score_keeps_upstream_and_marks_later_stale(reference, tmp_path, tiny_model):

@@ -3,7 +3,6 @@ mid-shard has its shard taken over after its lease expires; a worker whose lease
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -16,7 +15,7 @@ from selftrain.leases import LeaseLost, Leases, lease_status
 from selftrain.runlock import link_new
 from selftrain.schemas import QUESTIONS
 from selftrain.store import StageWriter, read_stage, write_shard
-from tests.conftest import ROOT, tiny_recipe, write_recipe
+from tests.conftest import ROOT, questions_only, tiny_recipe, write_recipe
 
 
 def _as_host(leases: Leases, host: str, pid: int) -> Leases:
@@ -137,11 +136,77 @@ def test_workers_on_three_hosts_one_killed_mid_shard(tiny_model, tmp_path, capsy
     assert read_stage(store.stage_dir(0, "sample")).to_pylist() == reference
     writers = [s.writer.split(":")[0] for s in manifest.shards]
     assert set(writers) <= {"host-b", "host-c"} and len(writers) == 8, writers
-    done = sorted((store.stage_dir(0, "sample") / ".leases").glob("part-*.done"))
-    assert len(done) == 8 and all(json.loads(p.read_text())["host"] != "host-a" for p in done)
+    assert not (store.stage_dir(0, "sample") / ".leases").exists()  # a complete folder holds no leases
     assert sum("wrote the manifest" in o and "this worker" in o for o in outs) == 1, outs
     # a worker that arrives after the end finds nothing to do and leaves the stage as it is
     from selftrain.stages.worker import work
 
     assert work(store, 0, "sample") is None
     assert store.manifest(0, "sample") == manifest
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _produce(todo):  # noqa: ANN001, ANN202
+    return ((i, [_row(i)]) for i in todo)
+
+
+def test_a_complete_folder_holds_no_leases(tmp_path, monkeypatch):
+    """The chaos bench's find: a worker killed after claiming (its claim and clock file left) and the stage then
+    completed by another: the folder holds its shards and manifest only; a late worker creates nothing."""
+    from selftrain.stages import parallel
+    from selftrain.store import MANIFEST, Manifest, write_manifest
+
+    writer = StageWriter(tmp_path / "stage", "fp")
+    killed = Leases(writer.dir, 2, ttl_s=60)
+    killed.pid = _dead_pid()  # this host, a dead pid: its claim expires at once
+    assert killed.try_claim("part-00001")
+    killed.clock()
+    killed._stop.set()
+    shards = parallel.work_shards(writer, "sample", [1, 1], _produce, QUESTIONS, "test", 60)
+    assert shards is not None and (writer.dir / ".leases" / "part-00001.2").exists()  # taken over
+    manifest = Manifest(stage="questions", iteration=0, fingerprint="fp", output_id="x", shards=shards)
+    write_manifest(writer.dir, manifest, writer.leases)
+    names = sorted(p.name for p in writer.dir.iterdir())
+    assert names == [MANIFEST, "part-00000.parquet", "part-00001.parquet"], names
+    # a worker that starts after the manifest creates nothing
+    assert parallel.work_shards(writer, "sample", [1, 1], _produce, QUESTIONS, "test", 60) is None
+    assert not (writer.dir / ".leases").exists()
+
+    # one that passed that check just before the manifest was written, and made `.leases/` after the manifest's
+    # writer had cleared it (or while it clears it: FileNotFoundError), clears what it made
+    hidden = tmp_path / "manifest"
+    for cleared_under_it in (False, True):
+
+        class Late(Leases):
+            def __init__(self, *args, cleared=cleared_under_it, **kwargs):  # noqa: ANN002, ANN003
+                super().__init__(*args, **kwargs)
+                if cleared:
+                    parallel.clear(writer.dir)
+                hidden.rename(writer.dir / MANIFEST)
+
+        (writer.dir / MANIFEST).rename(hidden)
+        monkeypatch.setattr(parallel, "Leases", Late)
+        assert parallel.work_shards(writer, "sample", [1, 1], _produce, QUESTIONS, "test", 60) is None
+        assert not (writer.dir / ".leases").exists()
+
+
+def test_resume_clears_lease_litter_of_a_complete_stage(tmp_path):
+    """A worker killed between the manifest and its clearing leaves `.leases/`: the stage is complete, and the
+    next run clears it."""
+    from selftrain.pipeline import execute_stage
+    from selftrain.plan import stage_state
+
+    cfg, store = questions_only(tmp_path)
+    manifest = execute_stage(cfg, store, 0, "questions")
+    litter = store.stage_dir(0, "questions") / ".leases"
+    litter.mkdir()
+    (litter / "clock-vm-1-123").touch()
+    (litter / "part-00001.2").write_text("{}")
+    assert stage_state(cfg, store, 0, "questions").status == "done"  # complete, litter or not
+    assert execute_stage(cfg, store, 0, "questions") == manifest
+    assert not litter.exists()

@@ -204,3 +204,25 @@ def test_no_import_cycle_and_no_long_module():
     for m in sorted(graph):
         if m not in state:
             visit(m, [m])
+
+
+def test_a_stage_computes_its_expected_inputs_once(tmp_path, monkeypatch):
+    """`expected` (fingerprint, config keys, upstream ids) reads every upstream manifest: execute_stage computes
+    it once (in stage_state) and hands it down to open_stage, instead of once in each."""
+    import selftrain.plan
+    import selftrain.stages
+    from selftrain.pipeline import execute_stage
+    from tests.conftest import questions_only
+
+    cfg, store = questions_only(tmp_path)
+    calls = []
+
+    def counting(*args):  # noqa: ANN002, ANN202
+        calls.append(args[3])
+        return expected(*args)
+
+    monkeypatch.setattr(selftrain.plan, "expected", counting)
+    monkeypatch.setattr(selftrain.stages, "expected", counting)
+    manifest = execute_stage(cfg, store, 0, "questions")
+    assert calls == ["questions"]
+    assert manifest.fingerprint == expected(cfg, store, 0, "questions")[0]

@@ -249,6 +249,38 @@ def test_report_of_a_half_finished_store(tmp_path):
     assert "AUROC within question" in html and "questions without a pair" in html
 
 
+def test_report_grades_only_what_the_store_holds_no_grade_of(tmp_path, monkeypatch):
+    """The evaluate stage's rows carry their grade (`correct`) and its manifest the metrics: the report reads
+    those and grades only the score rows (18: the judge's calibration) and the example pairs' sides (3 x 2)."""
+    import sys
+
+    from selftrain.report import build_report
+
+    run_dir = _fake_run(tmp_path)
+    store = RunStore(run_dir)
+    metrics = store.manifest(0, "evaluate").stats["metrics"]
+    row = {"model": "policy", "decoding": "greedy", "source": "synthetic_arithmetic", "sample_index": 0}
+    rows = [
+        {**row, "question_id": f"q{i}", "completion": "#### 1", "finish_reason": "stop", "answer": "1"}
+        | {"reference": "1", "correct": True, "judge_score": None, "selected": True}
+        for i in range(20)
+    ]
+    shutil.rmtree(store.stage_dir(0, "evaluate"))
+    _stage(store, 0, "evaluate", rows, {"metrics": metrics})
+    module = sys.modules["selftrain.grading.grade"]
+    calls = []
+
+    def counting(task, answer, ref):  # noqa: ANN001, ANN202
+        calls.append(answer)
+        return real(task, answer, ref)
+
+    real = module.is_equivalent
+    monkeypatch.setattr(module, "is_equivalent", counting)  # what grade() and sample_labels both call
+    html = build_report(run_dir, tmp_path / "out").html.read_text()
+    assert len(calls) == 18 + 3 * 2, calls
+    assert "0.45" in html and "0.55" in html  # the evaluate manifest's numbers
+
+
 def test_report_of_chosen_only_pairs(tmp_path):
     """SFT data has no rejected side: the report shows the chosen scores instead of a gap (it crashed on None)."""
     from selftrain.report import build_report

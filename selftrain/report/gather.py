@@ -128,6 +128,10 @@ def _judge(questions: list[dict], scored: list[dict], scale: float = 1.0) -> Jud
     """`scale`: the judge's maximum score (llm_as_judge: 5 points), so the calibration reads it on [0, 1]."""
     from selftrain.diagnostics import sample_labels
 
+    # Graded here, not read: the store keeps no per-sample grade (the sample and score tables have no
+    # correctness column; the score stage grades them too, but keeps only the totals in its manifest's stats),
+    # and the calibration needs each sample's. Evaluation numbers are never re-graded: they are the evaluate
+    # manifest's metrics (IterationData.metrics), counted from its table's `correct` column.
     graded = sample_labels(questions, scored)
     if not graded:
         return None

@@ -169,6 +169,7 @@ def example_rows(run: RunData, per_iteration: int = 3, limit: int = 300) -> list
                     continue
                 verdict = ""
                 if q.get("reference") is not None and q.get("task"):
+                    # graded here: a pair holds texts and scores, and no table of the store grades them
                     _, ok = grade(q["task"], p[side], q["reference"], q.get("choices"))
                     verdict = " ✓" if ok else " ✗"
                 row[side] = truncate(p[side], limit)

@@ -29,6 +29,7 @@ def open_stage(
     writes: bool = True,
     join: bool = False,
     setup_first: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
+    exp: tuple[str, dict, dict] | None = None,
 ) -> Iterator[tuple[StageInputs, StageWriter | None]]:
     """(inputs, writer) of one stage; a failure inside the block is recorded in the stage folder.
 
@@ -36,8 +37,10 @@ def open_stage(
     the manifest; false for the non-main ranks of a distributed stage, which get no writer. `join`: a worker
     joining a data-parallel stage that others work (never moves the folder aside). `setup_first`
     wraps the folder set-up (accelerate's `main_process_first`: rank 0 prepares it before the others look).
+    `exp`: `plan.expected` of the stage where the caller has it (execute_stage), so it is computed once.
     """
-    exp = expected(cfg, store, iteration, stage)
+    if exp is None:
+        exp = expected(cfg, store, iteration, stage)
     if exp is None:
         raise StoreError(f"iter-{iteration:03d}/{stage}: an upstream stage is not complete")
     fp, conf, upstream = exp
@@ -73,10 +76,12 @@ def open_stage(
         raise
 
 
-def run_stage(cfg: Config, store: RunStore, iteration: int, stage: str) -> Manifest:
-    """Run one stage in this process through its kind's module."""
+def run_stage(
+    cfg: Config, store: RunStore, iteration: int, stage: str, exp: tuple[str, dict, dict] | None = None
+) -> Manifest:
+    """Run one stage in this process through its kind's module (`exp`: see open_stage)."""
     module = importlib.import_module(kind(stage).module)
-    with open_stage(cfg, store, iteration, stage) as (inputs, writer):
+    with open_stage(cfg, store, iteration, stage, exp=exp) as (inputs, writer):
         assert writer is not None
         return module.run(cfg, inputs, writer)
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from selftrain.faults import maybe_kill
-from selftrain.leases import Leases
+from selftrain.leases import Leases, clear
 from selftrain.store import MANIFEST, ShardInfo, StageWriter, StoreError, file_info, shard_name, write_shard
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ def work_shards(
     from selftrain.progress import Progress
 
     n = len(sizes)
+    if (writer.dir / MANIFEST).exists():
+        return None  # complete: a late worker creates nothing in the folder (no `.leases/`)
     leases = Leases(writer.dir, n, lease_s)
     done = {i for i in range(n) if (writer.dir / shard_name(i)).exists()}
     if done:
@@ -61,12 +63,21 @@ def work_shards(
                         maybe_kill(stage, "shard", index)
                 if not claimed and len(done) < n:
                     time.sleep(min(lease_s / 4, 2.0))  # the rest is claimed by others: wait, maybe take over
+        # the manifest is checked again once claimed: its writer may have written it meanwhile (and cleared
+        # `.leases/`, this claim being a new one)
+        mine = leases.try_claim("manifest") and not (writer.dir / MANIFEST).exists()
+    except FileNotFoundError:
+        leases.release_all()
+        if not (writer.dir / MANIFEST).exists():
+            raise
+        mine = False  # the manifest's writer cleared `.leases/` under this worker: the stage is complete
     except BaseException:
         leases.release_all()  # a failed worker's shards are free at once, not after expiry
         raise
-    # the manifest is checked again once claimed: a finisher that wrote it and exited leaves a dead claim
-    if not leases.try_claim("manifest") or (writer.dir / MANIFEST).exists():
+    if not mine:
         leases.release_all()
+        if (writer.dir / MANIFEST).exists():
+            clear(writer.dir)  # what this late worker created after the manifest's writer had cleared it
         return None
     writer.leases = leases  # renewed until `finish` has written the manifest
     return checked_shards(writer, leases, n)
