@@ -17,7 +17,8 @@ sys.path.insert(0, str(ROOT))
 
 def ensure_tiny_model() -> Path:
     """The demo's tiny model if built (make demo), else a quickly pre-trained one in a temp folder."""
-    from selftrain.config import BootstrapConfig, load_config
+    from selftrain.config import BootstrapConfig
+    from selftrain.recipes import load_config
     from selftrain.tiny import ensure_model
 
     cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml")
@@ -119,8 +120,8 @@ def parse(stdout: str) -> dict:
 
 def prepare_run(root: Path, overrides: list[str], recipe: Path = TINY_RECIPE) -> Path:
     """A run folder with config.yaml (`recipe` with `overrides`) and a complete questions stage."""
-    from selftrain.config import load_config
     from selftrain.pipeline import execute_stage
+    from selftrain.recipes import load_config
     from selftrain.runner import prepare
     from selftrain.store import RunStore
 

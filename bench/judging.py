@@ -92,8 +92,8 @@ def chat_judge_prompts(tokenizer, cfg, count: int) -> list[str]:  # noqa: ANN001
 def worker() -> None:
     mode, model, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
     recipe = Path(sys.argv[4]) if len(sys.argv) > 4 else None
-    from selftrain.config import load_config
     from selftrain.engines import load_engine
+    from selftrain.recipes import load_config
 
     engine_name = "vllm" if mode in ("vllm", "original_vllm") else "hf"
     if recipe is None:  # the tiny model: the defaults, as this bench always ran
@@ -129,7 +129,7 @@ def main() -> None:
     extra = [] if args.model is None else [str(recipe)]
     env = {}
     if args.model is not None:
-        from selftrain.config import load_config
+        from selftrain.recipes import load_config
 
         kv = load_config(recipe, model_overrides(model, recipe)).engine.cpu_kvcache_gib
         env["VLLM_CPU_KVCACHE_SPACE"] = str(kv)

@@ -96,9 +96,9 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from selftrain.config import load_config
     from selftrain.engines.base import encode_prompts
     from selftrain.prompts import PromptBuilder
+    from selftrain.recipes import load_config
     from selftrain.stages.common import chunks, shard_seed
     from selftrain.store import read_stage
 

@@ -53,7 +53,8 @@ def _worker(stage_dir: str, shards: int, out: mp.Queue) -> None:
 
     result = work_shards(writer, "sample", [1] * shards, produce, SAMPLES, "bench", lease_s=30.0)
     if result is not None:  # stands for the stage's manifest, which the real finisher writes
-        from selftrain.store import MANIFEST, atomic_write_text
+        from selftrain.fileio import atomic_write_text
+        from selftrain.store import MANIFEST
 
         atomic_write_text(writer.dir / MANIFEST, "{}")
     out.put(
@@ -94,8 +95,8 @@ def claim_stress(workers: int, shards: int, root: Path) -> dict:
 
 def sample_throughput(workers: int, root: Path) -> dict:
     """The tiny recipe's sample stage (hf engine, 96 questions x 5) with `workers` data-parallel workers."""
-    from selftrain.config import load_config
     from selftrain.pipeline import execute_stage
+    from selftrain.recipes import load_config
     from selftrain.store import RunStore
 
     model = ensure_tiny_model()

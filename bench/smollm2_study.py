@@ -217,8 +217,8 @@ def main() -> int:
     if unknown:
         p.error(f"unknown arm(s) {', '.join(unknown)}; known: {', '.join(ARMS)}")
 
-    from selftrain.config import load_config
     from selftrain.logs import setup_logging
+    from selftrain.recipes import load_config
     from selftrain.runner import run
 
     setup_logging(False)

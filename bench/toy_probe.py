@@ -21,9 +21,10 @@ import time
 
 import torch
 
-from selftrain.config import BootstrapConfig, load_config
+from selftrain.config import BootstrapConfig
 from selftrain.packing import encode_batch
 from selftrain.prompts import PromptBuilder
+from selftrain.recipes import load_config
 from selftrain.tiny import build_model, build_tokenizer, digit_batch
 
 KINDS = ("op", "fact", "copy", "final")

@@ -143,8 +143,8 @@ def main() -> int:
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
 
-    from selftrain.config import load_config
     from selftrain.logs import setup_logging
+    from selftrain.recipes import load_config
     from selftrain.runner import run
 
     setup_logging(False)

@@ -115,8 +115,8 @@ def main() -> None:
     if tiny_run and args.bf16 is None:
         args.bf16 = False
 
-    from selftrain.config import load_config
     from selftrain.pipeline import execute_stage
+    from selftrain.recipes import load_config
     from selftrain.store import RunStore
 
     model, recipe = bench_model(args.model)

@@ -8,8 +8,8 @@ from prefect import flow
 from prefect.futures import PrefectFuture, as_completed, wait
 
 from flows import route_selftrain_logs
-from selftrain.config import load_config
 from selftrain.plan import dag, ready
+from selftrain.recipes import load_config
 from selftrain.store import RunStore
 from tasks import report
 from tasks.common import task_options

@@ -28,8 +28,8 @@ def stage(
     multi-node training whose head (the run with rank 0) publishes its address in the run folder."""
     import os
 
-    from selftrain.config import load_config
     from selftrain.pipeline import execute_stage
+    from selftrain.recipes import load_config
     from selftrain.runlock import host_id
     from selftrain.stages.worker import work
     from selftrain.store import RunStore

@@ -31,8 +31,7 @@ def _out(text: str = "") -> None:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from selftrain.config import ConfigError
-    from selftrain.data.sources import DataError
-    from selftrain.errors import FetchError, StoreError
+    from selftrain.errors import DataError, FetchError, StoreError
     from selftrain.registry import UnknownNameError
 
     return (ConfigError, DataError, StoreError, UnknownNameError, FetchError, FileNotFoundError)
@@ -64,7 +63,7 @@ def _run_folder(path: str):
 
 def _open_run(path: str):
     """An existing run folder's store and its config."""
-    from selftrain.config import load_config
+    from selftrain.recipes import load_config
 
     store = _run_folder(path)
     return store, load_config(store.config_path)
@@ -72,7 +71,7 @@ def _open_run(path: str):
 
 def _recipe(args: argparse.Namespace):
     """The recipe `args.config` with the --set and --iterations overrides."""
-    from selftrain.config import load_config
+    from selftrain.recipes import load_config
 
     overrides = list(args.set or [])
     if args.iterations is not None:

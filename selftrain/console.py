@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from selftrain.config import Config
+from selftrain.leases import lease_status
+from selftrain.methods import method_of
 from selftrain.plan import method_stages, stage_state
 from selftrain.runner import accuracy_table, judge_table
 from selftrain.store import RunStore
@@ -77,8 +79,6 @@ def method_report_lines(store: RunStore) -> list[str]:
 
     import yaml
 
-    from selftrain.methods import method_of
-
     config = yaml.safe_load(store.config_path.read_text()) if store.config_path.exists() else None
     config = config if isinstance(config, dict) else {}
     target = method_of(config).report
@@ -92,7 +92,6 @@ def method_report_lines(store: RunStore) -> list[str]:
 
 def shard_progress(store: RunStore, iteration: int, stage: str, ttl_s: float) -> dict | None:
     """A data-parallel stage being worked: shards done / claimed / free and who holds each live claim."""
-    from selftrain.leases import lease_status
 
     total, done, claims = lease_status(store.stage_dir(iteration, stage), ttl_s)
     if total is None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from selftrain.grading.grade import TASKS, is_equivalent, reference_answer
+
 
 def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
     """P(score of a random right answer > score of a random wrong one), ties counting one half (the
@@ -31,13 +33,15 @@ def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
 def sample_labels(questions: list[dict], scored: list[dict]) -> list[tuple[dict, bool]]:
     """(row, is the row's answer right) for each scored row whose question has a reference and whose score is
     not null, graded with the question's task. The run report grades samples the same way."""
-    from selftrain.grading.grade import TASKS, is_equivalent, reference_answer
 
     refs = {}
     for q in questions:
         if q.get("reference") is not None and q.get("task"):
             family = TASKS.get(q["task"]).family
-            refs[q["question_id"]] = (q["task"], reference_answer(family, q["reference"], q.get("choices")))
+            refs[q["question_id"]] = (
+                q["task"],
+                reference_answer(family, q["reference"], q.get("choices")),
+            )
     out = []
     for row in scored:
         if row["question_id"] in refs and row["score"] is not None:

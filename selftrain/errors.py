@@ -1,5 +1,5 @@
 """Errors shared by layers that must not import each other (the store and its run lock; the CLI and the
-model fetcher)."""
+model fetcher; the data sources and the grader)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ class StoreError(RuntimeError):
 class FetchError(RuntimeError):
     """A model cannot be fetched or converted (index unreachable, hash mismatch, a foreign folder in the way);
     one-line message, shown by the CLI as a user error (selftrain.model_fetch)."""
+
+
+class DataError(ValueError):
+    """Bad dataset input; the message names the file or source and the column."""
 
 
 def now() -> str:

@@ -15,7 +15,7 @@ import logging
 import os
 from pathlib import Path
 
-from selftrain.store import atomic_write_text, sha256_file
+from selftrain.fileio import atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from selftrain.engines.base import SamplingSpec
+from selftrain.grading import grade
 from selftrain.prompts import choice_question
 from selftrain.registry import Registry
+from selftrain.rubric import parse_score, render
 
 if TYPE_CHECKING:
     from selftrain.config import JudgeConfig
@@ -126,8 +129,6 @@ def llm_as_judge(job: Judging) -> list[Row]:
     sampled and the parsed ones averaged. A response none of whose judgments parse has no score (None: the
     pairs skip it), never 0. Every judgment's text and points are kept. A question's candidates are adjacent
     prompts sharing the rubric and the question, so vLLM's prefix cache serves them together."""
-    from selftrain.engines.base import SamplingSpec
-    from selftrain.rubric import parse_score, render
 
     cfg = job.cfg
     rows: list[Row] = []
@@ -169,7 +170,6 @@ def _model_free(name: str, score_fn: Callable[[Row, Row, int], float] | None) ->
 def _oracle(q: Row, s: Row, seed: int) -> float:
     """USES THE LABELS (an upper bound for studies, not self-training): score 1 if the sample's answer grades
     correct against the question's reference, else 0."""
-    from selftrain.grading import grade
 
     if q.get("reference") is None:
         raise ValueError(f"judge 'oracle' needs references; question {q['question_id']} has none")

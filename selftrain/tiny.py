@@ -22,6 +22,7 @@ from selftrain.judge_warmup import warm_up_judge
 from selftrain.packing import encode_batch, pack_batch
 from selftrain.progress import track
 from selftrain.prompts import PromptBuilder
+from selftrain.rubric import render
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,6 @@ def _rubric_example(builder: PromptBuilder, rng: random.Random) -> tuple[str, st
     """A Self-Rewarding judgment in the compact rubric's format (selftrain.rubric) of a right or wrong worked
     solution, as the policy writes them (" <steps> #### N"): a right one earns all 5 points, a wrong one the
     single point for being relevant, so that `Score: N` parses and orders right over wrong."""
-    from selftrain.rubric import render
 
     p = _train_problem(rng)
     right = rng.random() < 0.5
@@ -341,7 +341,6 @@ def _check_built_with(path: Path, bootstrap: BootstrapConfig) -> None:
 
 def ensure_model(path: str, bootstrap: BootstrapConfig | None) -> None:
     """Build the tiny model at `path` if it is absent and the recipe says how; otherwise check it exists."""
-    from selftrain.config import ConfigError
 
     p = Path(path).expanduser()
     if p.exists() and not p.is_dir():

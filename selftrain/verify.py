@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from selftrain.fileio import atomic_write_text
 from selftrain.plan import rerun_command
 from selftrain.spec import STAGES
-from selftrain.store import DAMAGED, RunStore, atomic_write_text, damage, now, remove_marker
+from selftrain.store import DAMAGED, RunStore, damage, now, remove_marker
 
 
 @dataclass

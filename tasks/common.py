@@ -9,9 +9,10 @@ from typing import Any
 
 from prefect.artifacts import create_markdown_artifact
 
-from selftrain.config import Config, load_config
+from selftrain.config import Config
 from selftrain.pipeline import execute_stage, invalidate
 from selftrain.plan import stage_state
+from selftrain.recipes import load_config
 from selftrain.report.summary import stage_markdown
 from selftrain.store import RunStore
 

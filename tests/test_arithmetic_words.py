@@ -10,7 +10,8 @@ import pytest
 from selftrain.config import Config, SourceConfig
 from selftrain.data import arithmetic_words as aw
 from selftrain.data.contamination import normalise_question
-from selftrain.data.sources import DataError, load_source
+from selftrain.data.sources import load_source
+from selftrain.errors import DataError
 from selftrain.grading import grade
 
 

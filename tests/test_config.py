@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from selftrain.config import Config, ConfigError, load_config
+from selftrain.config import Config, ConfigError
+from selftrain.recipes import load_config
 
 from .conftest import ROOT, cli, write_recipe
 

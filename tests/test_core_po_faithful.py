@@ -170,8 +170,8 @@ def _expected_p_true(model_path: Path, prompts: list[str]) -> list[float]:
 
 
 def test_hf_engine_reads_the_original_token(bpe_model):
-    from selftrain.config import load_config
     from selftrain.engines import load_engine
+    from selftrain.recipes import load_config
 
     cfg = load_config(None, [f"model.path={bpe_model}", "engine.name=hf", "judge.batch_size=2"])
     engine = load_engine(cfg)
@@ -226,7 +226,7 @@ def test_dpo_reference_is_the_base_or_the_previous_adapter(tiny_model, tmp_path)
     previous) and not 0 against the base model (reference: base, the paper): the policy already differs."""
     import pyarrow.parquet as pq
 
-    from selftrain.config import load_config
+    from selftrain.recipes import load_config
     from selftrain.training.dpo import train_dpo
 
     pairs = pq.read_table(_pairs_file(tmp_path / "pairs.parquet"))
@@ -261,7 +261,8 @@ def test_dpo_reference_is_the_base_or_the_previous_adapter(tiny_model, tmp_path)
 
 
 def test_reference_previous_needs_a_continued_adapter():
-    from selftrain.config import ConfigError, load_config
+    from selftrain.config import ConfigError
+    from selftrain.recipes import load_config
 
     with pytest.raises(ConfigError, match="training.reference"):
         load_config(None, ["training.init=base", "training.reference=previous"])
@@ -269,7 +270,7 @@ def test_reference_previous_needs_a_continued_adapter():
 
 _PARITY = """
 import json, sys
-from selftrain.config import load_config
+from selftrain.recipes import load_config
 from selftrain.engines import load_engine
 from selftrain.prompts import PromptBuilder
 out = {}

@@ -153,7 +153,7 @@ def test_one_iteration_under_prefect(tmp_path, tiny_model, restored_environ):
     from prefect.testing.utilities import prefect_test_harness
 
     from flows import configure_prefect
-    from selftrain.config import load_config
+    from selftrain.recipes import load_config
     from selftrain.runner import run
 
     configure_prefect(str(tmp_path))

@@ -9,7 +9,8 @@ import os
 
 import pytest
 
-from selftrain.store import DAMAGED, MANIFEST, RunStore, sha256_file
+from selftrain.fileio import sha256_file
+from selftrain.store import DAMAGED, MANIFEST, RunStore
 
 from .conftest import (
     adapter_weights,

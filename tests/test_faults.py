@@ -241,7 +241,7 @@ def test_init_prepares_a_run_folder_for_deployments(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     run_dir = tmp_path / "runs" / "t"
     assert f"--param run={run_dir} --param iterations=3" in proc.stdout
-    from selftrain.config import load_config
+    from selftrain.recipes import load_config
 
     assert load_config(run_dir / "config.yaml").sampling.n == 2
     assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml"]  # no stage run, no lock left

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from selftrain.config import load_config
+from selftrain.recipes import load_config
 from selftrain.store import RunStore, read_stage
 
 from .conftest import (

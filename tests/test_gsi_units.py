@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from selftrain.config import ConfigError, load_config
+from selftrain.config import ConfigError
 from selftrain.data.sources import load_source
 from selftrain.methods.gsi.core import (
     fraction_prefix,
@@ -20,6 +20,7 @@ from selftrain.methods.gsi.core import (
     tail_report,
 )
 from selftrain.plan import dag, policy_stage, upstream_of
+from selftrain.recipes import load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -104,8 +104,8 @@ def test_workers_on_three_hosts_one_killed_mid_shard(tiny_model, tmp_path, capsy
         )
         recipe["data"] = {**recipe["data"], **data}
         recipes[name] = write_recipe(tmp_path / f"{name}.yaml", recipe)
-    from selftrain.config import load_config
     from selftrain.pipeline import execute_stage
+    from selftrain.recipes import load_config
     from selftrain.runner import init_run
 
     # the reference: the same stages in this process

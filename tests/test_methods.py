@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from selftrain.config import ConfigError, load_config
+from selftrain.config import ConfigError
 from selftrain.methods import METHODS, PREFERENCE_STAGES, Method
 from selftrain.plan import dag, method_stages, policy_stage, ready, stage_config
+from selftrain.recipes import load_config
 
 
 def test_method_picks_its_defaults_unless_the_recipe_sets_them():
@@ -103,7 +104,7 @@ def test_stasc_reward_filter_and_correction_metrics():
 
 
 def test_stasc_recipe_and_dag():
-    from selftrain.config import load_config
+    from selftrain.recipes import load_config
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny-stasc.yaml")
     assert cfg.method == "stasc" and policy_stage(cfg) == "sft"

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from selftrain import model_fetch
+from selftrain.fileio import sha256_file
 from selftrain.model_fetch import MODELS, FetchError, KnownModel, cached_gguf_folder, fetch_model
-from selftrain.store import sha256_file
 
 from .conftest import ROOT
 
@@ -129,7 +129,8 @@ def test_unknown_name_suggests_the_closest():
 
 
 def test_recipe_model_fetch_is_checked_against_the_registry():
-    from selftrain.config import ConfigError, load_config
+    from selftrain.config import ConfigError
+    from selftrain.recipes import load_config
 
     recipe = ROOT / "configs" / "tiny-cpu.yaml"
     with pytest.raises(ConfigError) as e:

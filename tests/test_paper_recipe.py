@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from selftrain.config import load_config
 from selftrain.prompts import PromptBuilder
+from selftrain.recipes import load_config
 from selftrain.store import RunStore, read_stage
 
 from .conftest import CPU_BUDGET, ROOT, cli, paper_on_cpu

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from selftrain.config import load_config
 from selftrain.pipeline import execute_stage
+from selftrain.recipes import load_config
 from selftrain.runner import init_run
 from selftrain.store import RunStore, read_stage
 
@@ -75,7 +75,7 @@ def test_stages_run_on_their_pools(prefect_server, tmp_path, tiny_model, referen
 # the iteration flow's dispatch (tasks/common.py) of two stages, in a process that talks to the test's server
 DISPATCH = """
 import sys
-from selftrain.config import load_config
+from selftrain.recipes import load_config
 from selftrain.logs import setup_logging
 from selftrain.store import RunStore
 from tasks.common import dispatch_stage

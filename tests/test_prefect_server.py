@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import pytest
 
-from selftrain.config import load_config
+from selftrain.recipes import load_config
 from selftrain.store import RunStore
 
 from .conftest import ROOT, cli, tiny_recipe, write_recipe

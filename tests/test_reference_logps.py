@@ -28,7 +28,7 @@ def _pairs(path: Path) -> str:
 
 
 def _train(model: Path, files, out: Path, cache: Path, precompute: bool, init=None, reference="base"):
-    from selftrain.config import load_config
+    from selftrain.recipes import load_config
     from selftrain.training.dpo import train_dpo
 
     cfg = load_config(

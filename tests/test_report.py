@@ -275,7 +275,8 @@ def test_report_grades_only_what_the_store_holds_no_grade_of(tmp_path, monkeypat
         return real(task, answer, ref)
 
     real = module.is_equivalent
-    monkeypatch.setattr(module, "is_equivalent", counting)  # what grade() and sample_labels both call
+    monkeypatch.setattr(module, "is_equivalent", counting)  # what grade() calls
+    monkeypatch.setattr("selftrain.diagnostics.is_equivalent", counting)  # and sample_labels
     html = build_report(run_dir, tmp_path / "out").html.read_text()
     assert len(calls) == 18 + 3 * 2, calls
     assert "0.45" in html and "0.55" in html  # the evaluate manifest's numbers

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from selftrain.config import ConfigError, load_config
+from selftrain.config import ConfigError
 from selftrain.engines.vllm_engine import engine_parallel_kwargs
+from selftrain.recipes import load_config
 
 
 def test_large_model_engine_settings_reach_vllm():

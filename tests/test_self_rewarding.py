@@ -171,8 +171,8 @@ def test_score_shards_written_before_the_judgment_columns_still_read(tmp_path):
 def test_llm_as_judge_on_the_real_tiny_model_gives_missing_not_zero(tiny_model):
     """The session's tiny model was never taught the rubric: its judgments do not parse, so every sample is
     unscored (None), and the pairs stage will drop them rather than pair on zeros."""
-    from selftrain.config import load_config
     from selftrain.engines.hf import HFEngine
+    from selftrain.recipes import load_config
 
     cfg = load_config(
         None,
@@ -196,8 +196,8 @@ def test_llm_as_judge_on_the_real_tiny_model_gives_missing_not_zero(tiny_model):
 
 
 def test_llm_judge_settings_count_in_the_fingerprint_only_for_that_judge():
-    from selftrain.config import load_config
     from selftrain.plan import stage_config
+    from selftrain.recipes import load_config
 
     core = [stage_config(load_config(None, s), "score") for s in ([], ["judge.samples=5"])]
     assert core[0] == core[1] and "judge.samples" not in core[0]  # core_po runs' fingerprints unchanged

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from selftrain.config import load_config
+from selftrain.recipes import load_config
 from selftrain.store import RunStore, read_stage
 
 from .conftest import CPU_BUDGET, ROOT, cli, small_bootstrap, stage_tables

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from selftrain.store import RunStore, sha256_file
+from selftrain.fileio import sha256_file
+from selftrain.store import RunStore
 
 from .conftest import ROOT, cli, resume_matches, run_fixture, status_columns, tiny_recipe, write_recipe
 

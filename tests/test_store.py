@@ -7,6 +7,7 @@ import socket
 import pyarrow.parquet as pq
 import pytest
 
+from selftrain.fileio import sha256_file
 from selftrain.schemas import QUESTIONS
 from selftrain.store import (
     Manifest,
@@ -18,7 +19,6 @@ from selftrain.store import (
     load_manifest,
     move_aside,
     read_stage,
-    sha256_file,
     verify_stage,
     write_manifest,
     write_shard,

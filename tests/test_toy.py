@@ -6,9 +6,10 @@ import random
 
 import pytest
 
-from selftrain.config import BandConfig, BootstrapConfig, ConfigError, load_config
+from selftrain.config import BandConfig, BootstrapConfig, ConfigError
 from selftrain.data import synthetic
 from selftrain.data.sources import load_source
+from selftrain.recipes import load_config
 
 from .conftest import ROOT, small_bootstrap
 

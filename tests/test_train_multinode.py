@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from selftrain.config import load_config
 from selftrain.pipeline import execute_stage
+from selftrain.recipes import load_config
 from selftrain.runner import init_run
 from selftrain.store import RunStore
 

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from selftrain.config import JudgeConfig, SourceConfig
-from selftrain.data.sources import DataError, load_source
+from selftrain.data.sources import load_source
+from selftrain.errors import DataError
 from selftrain.judges import Judging, consistency, core_po
 from selftrain.pairs import best_vs_rest, majority_vs_minority
 from selftrain.prompts import PromptBuilder

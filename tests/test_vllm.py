@@ -26,7 +26,7 @@ def trained_adapter(tmp_path_factory, tiny_model):
 def _parity_script(model, adapter, name: str) -> str:
     return f"""
 import json, sys
-from selftrain.config import load_config
+from selftrain.recipes import load_config
 from selftrain.engines import load_engine
 from selftrain.prompts import PromptBuilder
 cfg = load_config(None, ["model.path={model}", "engine.name={name}", "engine.max_lora_rank=8"])
@@ -93,8 +93,8 @@ def test_tiny_recipe_with_vllm_same_schemas_and_resume(tiny_model, tmp_path):
 
 def test_data_parallel_sampling_two_vllm_workers(tiny_model, tmp_path):
     """Two vLLM engines (one per device on GPUs; the cores split here), disjoint shards, one manifest."""
-    from selftrain.config import load_config
     from selftrain.pipeline import execute_stage
+    from selftrain.recipes import load_config
     from selftrain.runner import prepare
 
     recipe = tiny_recipe(tmp_path, tiny_model, engine={"name": "vllm", "isolation": "auto", "workers": 2})

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from selftrain.config import load_config
 from selftrain.methods import METHODS
 from selftrain.methods.w2s.core import agree, split, w2s_pair
+from selftrain.recipes import load_config
 from selftrain.store import RunStore, read_stage
 
 from .conftest import (

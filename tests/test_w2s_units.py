@@ -81,8 +81,8 @@ def test_config_thresholds_must_be_ordered():
 def test_recipes_and_the_method_dag():
     from pathlib import Path
 
-    from selftrain.config import load_config
     from selftrain.plan import policy_stage
+    from selftrain.recipes import load_config
 
     configs = Path(__file__).resolve().parents[1] / "configs"
     tiny = load_config(configs / "tiny-w2s.yaml")

@@ -2,7 +2,7 @@
 loaded from defaults, a YAML recipe and `--set` overrides (load)."""
 
 from selftrain.config.base import ConfigError, Section
-from selftrain.config.load import check_names, dump_config, flatten, load_config, parse_override
+from selftrain.config.load import build_config, dump_config, flatten, parse_override
 from selftrain.config.recipe import Config
 from selftrain.config.sections import (
     BandConfig,
@@ -57,9 +57,8 @@ __all__ = [
     "TeacherConfig",
     "TrainingConfig",
     "W2sConfig",
-    "check_names",
+    "build_config",
     "dump_config",
     "flatten",
-    "load_config",
     "parse_override",
 ]

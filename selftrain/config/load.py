@@ -1,10 +1,15 @@
-"""Loading a recipe: defaults < YAML recipe < `--set key=value` overrides. Unknown keys are errors that name the
+"""Parsing a recipe: defaults < YAML recipe < `--set key=value` overrides. Unknown keys are errors that name the
 closest valid key; validation errors name the field and the offending value. Also `flatten`, the dotted view
-of a config that fingerprints read."""
+of a config that fingerprints read.
+
+This layer knows no registry: the method's defaults and the check that every named part exists come in as
+hooks from selftrain.recipes (the one `load_config` callers use), so config imports no method, judge or source.
+"""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +18,13 @@ from pydantic import BaseModel, ValidationError
 
 from selftrain.config.base import ConfigError
 from selftrain.config.recipe import Config
+from selftrain.faults import read_text_utf8
 from selftrain.registry import UnknownNameError, did_you_mean
+
+# A method's defaults, by method name: {dotted key: value} set where the recipe chose no value.
+Defaults = Callable[[str], dict[str, Any]]
+# Raises UnknownNameError for a registered part the config names that does not exist.
+Check = Callable[[Config], None]
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -89,8 +100,15 @@ def _format_error(err: ValidationError, origin: str) -> str:
     return f"{origin}: invalid value for '{loc}': {value!r} ({msg}){more}"
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Build a Config from defaults, an optional YAML recipe, and `key=value` overrides."""
+def build_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    defaults: Defaults | None = None,
+    check: Check | None = None,
+) -> Config:
+    """Build a Config from defaults, an optional YAML recipe, and `key=value` overrides; `defaults` and
+    `check` are the registries' hooks (selftrain.recipes.load_config passes them)."""
+    hooks = (defaults, check)
     tree: dict[str, Any] = {}
     origin = "defaults"
     if path is not None:
@@ -99,8 +117,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            from selftrain.faults import read_text_utf8
-
             loaded = yaml.safe_load(read_text_utf8(path, ConfigError))
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
@@ -111,7 +127,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if overrides:
         # Overrides apply on top of the defaults *and* the recipe: expand the recipe first so that e.g.
         # `--set data.train.0.limit=5` can address a list item the recipe left at its default.
-        base = _validate(tree, origin) if tree else Config()
+        base = _validate(tree, origin, None, *hooks) if tree else Config()
         merged = base.model_dump(mode="json", exclude_unset=False)
         _deep_update(merged, tree)
         tree = merged
@@ -123,51 +139,36 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 raise ConfigError(f"--set {text}: no such key '{key}'") from None
             chosen.add(key)
         origin = f"{origin} + --set"
-    return _validate(tree, origin, chosen)
+    return _validate(tree, origin, chosen, *hooks)
 
 
-def _method_defaults(tree: dict[str, Any], chosen: set[str]) -> None:
-    """Set the method's defaults (selftrain.methods) in `tree` where the user chose no value."""
-    from selftrain.methods import METHODS
-
-    method = METHODS.get(str(tree.get("method") or Config.model_fields["method"].default))
-    for key, value in method.defaults.items():
+def _method_defaults(tree: dict[str, Any], chosen: set[str], defaults: Defaults) -> None:
+    """Set the method's defaults in `tree` where the user chose no value."""
+    for key, value in defaults(str(tree.get("method") or Config.model_fields["method"].default)).items():
         if not any(c == key or c.startswith(f"{key}.") or key.startswith(f"{c}.") for c in chosen):
             _set_dotted(tree, key, value)
 
 
-def _validate(tree: dict[str, Any], origin: str, chosen: set[str] | None = None) -> Config:
+def _validate(
+    tree: dict[str, Any],
+    origin: str,
+    chosen: set[str] | None = None,
+    defaults: Defaults | None = None,
+    check: Check | None = None,
+) -> Config:
     """Every validation goes through here, so a bad recipe is a one-line error with or without --set."""
     try:
         tree = copy.deepcopy(tree)
-        _method_defaults(tree, set(flatten(tree)) if chosen is None else chosen)
+        if defaults is not None:
+            _method_defaults(tree, set(flatten(tree)) if chosen is None else chosen, defaults)
         cfg = Config.model_validate(tree)
-        check_names(cfg)
+        if check is not None:
+            check(cfg)
     except ValidationError as e:
         raise ConfigError(_format_error(e, origin)) from None
     except UnknownNameError as e:
         raise ConfigError(f"{origin}: {e}") from None
     return cfg
-
-
-def check_names(cfg: Config) -> None:
-    """Every registered part the recipe names exists (UnknownNameError suggests the closest name)."""
-    from selftrain.data.sources import SOURCES
-    from selftrain.judges import JUDGES
-    from selftrain.methods import METHODS
-    from selftrain.model_fetch import MODELS
-    from selftrain.pairs import PAIR_BUILDERS
-
-    METHODS.get(cfg.method)
-    if cfg.model.fetch is not None:
-        try:
-            MODELS.get(cfg.model.fetch)
-        except UnknownNameError as e:  # name the key: "unknown fetchable model" alone does not say where
-            raise UnknownNameError(f"model.fetch: {e}") from None
-    JUDGES.get(cfg.judge.name)
-    PAIR_BUILDERS.get(cfg.pairs.builder)
-    for source in (*cfg.data.train, *cfg.data.eval):
-        SOURCES.get(source.name)
 
 
 def _deep_update(dst: dict[str, Any], src: dict[str, Any]) -> None:

@@ -1,5 +1,5 @@
 """`Config`: every section composed into one recipe. Names that pick a registered part (judge, pair builder,
-data source) are checked against their registries when a recipe is loaded (selftrain.config.load), so that
+data source) are checked against their registries when a recipe is loaded (selftrain.recipes), so that
 this module imports no registry."""
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from selftrain.data import arithmetic_words, synthetic
+from selftrain.errors import DataError
+from selftrain.faults import read_text_utf8
 from selftrain.grading.normalize import ROMAN, label_to_index
 from selftrain.registry import Registry
 
@@ -21,10 +23,6 @@ if TYPE_CHECKING:
 
 Row = dict[str, Any]
 Loader = Callable[["SourceConfig", int], list[Row]]
-
-
-class DataError(ValueError):
-    """Bad dataset input; the message names the file or source and the column."""
 
 
 SOURCES: Registry[Loader] = Registry("dataset source")
@@ -41,7 +39,6 @@ def _read_local(path: str) -> list[Row]:
             return pq.read_table(p).to_pylist()
         except Exception as e:  # pyarrow raises several types for a bad file
             raise DataError(f"{p}: not a readable parquet file ({str(e).splitlines()[0]})") from None
-    from selftrain.faults import read_text_utf8
 
     rows = []
     for lineno, line in enumerate(read_text_utf8(p, DataError).split("\n"), 1):

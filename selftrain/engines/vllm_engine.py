@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from selftrain.config import ConfigError
 from selftrain.engines.base import (
     ENGINES,
     Completion,
@@ -51,8 +52,6 @@ def engine_parallel_kwargs(cfg: Config) -> dict:
         import importlib.util
 
         if e.distributed_executor_backend == "ray" and importlib.util.find_spec("ray") is None:
-            from selftrain.config import ConfigError
-
             raise ConfigError(
                 "engine.distributed_executor_backend: ray needs the ray package (pip install ray)"
             )
@@ -72,7 +71,6 @@ def prefill_kwargs(cfg: Config, on_cpu: bool | None = None) -> dict:
     steps, which CPU generators cannot do: the engine dies at the first long prompt. So on CPUs prompts are
     prefilled whole, with a step budget of the context length (vLLM requires max_num_batched_tokens >=
     max_model_len then)."""
-    from selftrain.config import ConfigError
 
     cpu = _on_cpu() if on_cpu is None else on_cpu
     mode = cfg.engine.chunked_prefill

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from selftrain.errors import DataError
+from selftrain.faults import read_text_utf8
+from selftrain.fileio import atomic_write_text
 from selftrain.grading.extract import extract_choice, extract_math, extract_numeric, reference_answer
 from selftrain.grading.normalize import to_number
 from selftrain.registry import Registry
@@ -104,8 +107,6 @@ def get_field(row: dict[str, Any], dotted: str) -> Any:
 def read_rows(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
-    from selftrain.data.sources import DataError
-    from selftrain.faults import read_text_utf8
 
     if path.suffix == ".parquet" or path.is_dir():
         import pyarrow as pa
@@ -175,8 +176,6 @@ def grade_rows(
 
 
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    from selftrain.store import atomic_write_text
-
     if path.suffix == ".parquet":
         import os
 

@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from selftrain.report import figures, html, tables
 from selftrain.report.gather import RunData, gather
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,6 @@ def _missing(run: RunData) -> list[str]:
 
 def build_report(run_dir: str | Path, output: str | Path | None = None) -> Report:
     """Write OUTPUT/report.html and OUTPUT/<figure>.png (OUTPUT defaults to RUN/report)."""
-    from selftrain.report import figures, html, tables
 
     run = gather(run_dir)
     out = Path(output) if output is not None else run.run_dir / REPORT_DIR

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from selftrain.diagnostics import sample_labels
+from selftrain.methods import method_of
 from selftrain.report.calibration import JudgeQuality, judge_quality
 from selftrain.store import (
     DAMAGED,
@@ -126,7 +128,6 @@ def _rows(store: RunStore, st: StageInfo, columns: list[str], problems: list[str
 
 def _judge(questions: list[dict], scored: list[dict], scale: float = 1.0) -> JudgeData | None:
     """`scale`: the judge's maximum score (llm_as_judge: 5 points), so the calibration reads it on [0, 1]."""
-    from selftrain.diagnostics import sample_labels
 
     # Graded here, not read: the store keeps no per-sample grade (the sample and score tables have no
     # correctness column; the score stage grades them too, but keeps only the totals in its manifest's stats),
@@ -157,7 +158,6 @@ def _log_history(store: RunStore, st: StageInfo, problems: list[str]) -> list[di
 
 def _method_stages(config: dict[str, Any]) -> tuple[str, ...]:
     """The stages of the run's method, read from its config as it is (a report never fails on a config)."""
-    from selftrain.methods import method_of
 
     return method_of(config).stages
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from selftrain.grading import grade
 from selftrain.report.gather import IterationData, RunData, StageInfo
 
 Row = dict[str, Any]
@@ -146,7 +147,6 @@ def truncate(text: str, limit: int) -> str:
 
 def example_rows(run: RunData, per_iteration: int = 3, limit: int = 300) -> list[Row]:
     """A few pairs per iteration with their question; with references, whether chosen/rejected are right."""
-    from selftrain.grading import grade
 
     rows = []
     for it in run.iterations:

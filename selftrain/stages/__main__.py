@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from selftrain.config import load_config
 from selftrain.logs import setup_logging
 from selftrain.procs import die_with_parent
+from selftrain.recipes import load_config
 from selftrain.spec import STAGES
 from selftrain.stages import run_stage
 from selftrain.store import RunStore

@@ -13,12 +13,16 @@ from typing import Any
 import pyarrow as pa
 
 from selftrain.faults import maybe_kill
+from selftrain.progress import Progress
+from selftrain.spec import kind
+from selftrain.stages.parallel import work_shards
 from selftrain.store import (
     Manifest,
     RunStore,
     ShardInfo,
     StageWriter,
     now,
+    read_shard,
     read_stage,
     write_manifest,
     write_shard,
@@ -90,15 +94,11 @@ def write_sharded(
     workers share the folder (selftrain.stages.parallel); then only the worker that is to write the manifest
     gets the shards back, every other one None.
     """
-    from selftrain.progress import Progress
-    from selftrain.spec import kind
 
     if produce is None:
         assert make_rows is not None
         produce = lambda todo: ((i, make_rows(groups[i], i)) for i in todo)  # noqa: E731
     if kind(inputs.stage).parallel:
-        from selftrain.stages.parallel import work_shards
-
         sizes = [len(g) for g in groups]
         return work_shards(writer, inputs.stage, sizes, produce, schema, desc, inputs.lease_s)
     shards: dict[int, ShardInfo] = {}
@@ -147,8 +147,6 @@ def finish(
 
 
 def read_shards(stage_dir: Path, shards: list[ShardInfo], schema: pa.Schema) -> pa.Table:
-    from selftrain.store import read_shard
-
     tables = [read_shard(stage_dir / s.name) for s in shards]
     return pa.concat_tables(tables, promote_options="default") if tables else schema.empty_table()
 

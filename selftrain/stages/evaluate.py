@@ -19,13 +19,14 @@ from selftrain.config import Config
 from selftrain.data.sources import load_source
 from selftrain.engines.base import Completion, Engine, SamplingSpec
 from selftrain.engines.lazy import LazyEngine
+from selftrain.fileio import atomic_write_text
 from selftrain.grading import grade
 from selftrain.judges import JUDGES, Judging
 from selftrain.prompts import PromptBuilder
 from selftrain.schemas import EVAL
 from selftrain.stages.common import StageInputs, chunks, finish, read_shards, shard_seed, write_sharded
 from selftrain.stages.sample import sample_rows
-from selftrain.store import METRICS, Manifest, StageWriter, atomic_write_text, file_info
+from selftrain.store import METRICS, Manifest, StageWriter, file_info
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from selftrain.faults import maybe_kill
 from selftrain.leases import Leases, clear
+from selftrain.progress import Progress
 from selftrain.store import MANIFEST, ShardInfo, StageWriter, StoreError, file_info, shard_name, write_shard
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,6 @@ def work_shards(
     """Claim, produce and publish shards of `writer.dir` until all len(sizes) are published (sizes[i]: the
     questions in shard i, for progress). Returns every shard's info in the worker that is to write the
     manifest, None in every other."""
-    from selftrain.progress import Progress
 
     n = len(sizes)
     if (writer.dir / MANIFEST).exists():

@@ -13,7 +13,8 @@ from collections import Counter
 
 from selftrain.config import Config
 from selftrain.data.contamination import drop_contaminated, eval_question_keys
-from selftrain.data.sources import DataError, load_source
+from selftrain.data.sources import load_source
+from selftrain.errors import DataError
 from selftrain.schemas import QUESTIONS
 from selftrain.stages.common import StageInputs, chunks, finish, write_sharded
 from selftrain.store import Manifest, StageWriter

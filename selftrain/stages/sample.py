@@ -12,6 +12,7 @@ from selftrain.engines.lazy import LazyEngine
 from selftrain.grading import extract_answer
 from selftrain.schemas import SAMPLES
 from selftrain.stages.common import StageInputs, chunks, finish, shard_seed, write_sharded
+from selftrain.stages.parallel import run_workers
 from selftrain.store import Manifest, StageWriter, StoreError, load_manifest
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,6 @@ def sample_questions(
     groups = list(chunks(questions, cfg.data.shard_size))
     if workers > 1:
         # one worker process per device, sharing the shards through leases; the last one writes the manifest
-        from selftrain.stages.parallel import run_workers
 
         run_workers(inputs, workers, cfg.engine.gpus_per_engine)
         manifest = load_manifest(writer.dir)

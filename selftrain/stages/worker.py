@@ -10,9 +10,9 @@ import argparse
 import importlib
 import sys
 
-from selftrain.config import load_config
 from selftrain.logs import setup_logging
 from selftrain.procs import die_with_parent
+from selftrain.recipes import load_config
 from selftrain.spec import KINDS, kind
 from selftrain.stages import open_stage
 from selftrain.store import Manifest, RunStore, StoreError

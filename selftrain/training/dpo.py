@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from selftrain.config import Config
 from selftrain.faults import maybe_kill
-from selftrain.store import atomic_write_text
+from selftrain.fileio import atomic_write_text
+from selftrain.training import reference_logps as refs
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -107,8 +108,6 @@ def train_dpo(
     )
     trainer_class, ref_record = DPOTrainer, {}
     if t.precompute_ref_logps:
-        from selftrain.training import reference_logps as refs
-
         identity = refs.reference_identity(cfg.model.path, t.reference, init_adapter)
         key = refs.cache_key(dataset.data.table, identity, t.max_length, t.bf16)
         root = ref_cache_root or out_dir.parent.parent / "cache" / "reference-logps"

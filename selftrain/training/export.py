@@ -1,7 +1,6 @@
 """Export a trained policy: the adapter as it is, or merged into the base weights.
 
 Merging loads the whole model, so `selftrain export --merge` runs it here, in a separate process:
-
     python -m selftrain.training.export BASE_MODEL ADAPTER_DIR OUT_DIR
 """
 
@@ -14,6 +13,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from selftrain.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from peft import PeftModel
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from selftrain.logs import setup_logging
 
     p = argparse.ArgumentParser(prog="python -m selftrain.training.export")
     p.add_argument("base")

@@ -12,7 +12,14 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from selftrain.config import Config
+from selftrain.config import Config, ConfigError
+from selftrain.logs import setup_logging
+from selftrain.procs import die_with_parent
+from selftrain.recipes import load_config
+from selftrain.spec import kind
+from selftrain.stages import open_stage
+from selftrain.stages.train import finish_train
+from selftrain.store import RunStore
 
 
 class LaunchConfig(NamedTuple):
@@ -24,8 +31,6 @@ def check_launch_config(cfg: Config) -> LaunchConfig:
     """The accelerate config, read and checked against the recipe before anything runs (a mismatch would
     otherwise surface minutes later as a DeepSpeed traceback from every rank)."""
     import yaml
-
-    from selftrain.config import ConfigError
 
     config_file = cfg.training.accelerate_config
     if config_file is None:
@@ -69,7 +74,6 @@ def check_launch_config(cfg: Config) -> LaunchConfig:
 def _check_machines(config_file: str, launch: dict) -> None:
     """Multi-node fields: every node's rendezvous needs the same main address and port and its own rank; a
     mistake here otherwise shows as every node waiting at the rendezvous until a timeout."""
-    from selftrain.config import ConfigError
 
     try:
         machines = int(launch.get("num_machines", 1))
@@ -111,8 +115,6 @@ def _check_machines(config_file: str, launch: dict) -> None:
 def _read_deepspeed_json(config_file: str, name: str) -> tuple[Path, dict]:
     import json
 
-    from selftrain.config import ConfigError
-
     path = Path(name)
     if not path.is_absolute():
         path = Path(config_file).resolve().parent / path
@@ -137,8 +139,6 @@ def accelerate_command(
     `main_process_ip` (or $SELFTRAIN_MAIN_PROCESS_IP): the head's address when it is known only at run time
     (ranks started by flow runs on a pool), over the config's."""
     import os
-
-    from selftrain.config import ConfigError
 
     launch = check_launch_config(cfg)
     config_file = str(cfg.training.accelerate_config)
@@ -183,14 +183,6 @@ def main(argv: list[str] | None = None) -> int:
     import importlib
 
     from accelerate import PartialState
-
-    from selftrain.config import load_config
-    from selftrain.logs import setup_logging
-    from selftrain.procs import die_with_parent
-    from selftrain.spec import kind
-    from selftrain.stages import open_stage
-    from selftrain.stages.train import finish_train
-    from selftrain.store import RunStore
 
     parser = argparse.ArgumentParser(prog="python -m selftrain.training.launch")
     parser.add_argument("run_dir")

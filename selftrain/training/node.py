@@ -21,10 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-from selftrain.config import Config, load_config
+from selftrain.config import Config
 from selftrain.logs import setup_logging
 from selftrain.plan import expected
 from selftrain.procs import kill_group
+from selftrain.recipes import load_config
 from selftrain.store import RunStore
 from selftrain.training.launch import accelerate_command, check_launch_config
 

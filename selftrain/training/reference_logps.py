@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from selftrain.filehash import cached_sha256
-from selftrain.store import atomic_write_text, sha256_file
+from selftrain.fileio import atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from selftrain.config import Config
-from selftrain.training.dpo import build_trainer, load_for_training, train_and_save, trainer_args
+from selftrain.training.dpo import build_trainer, load_for_training, train_and_save, train_dpo, trainer_args
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,5 @@ def train_policy(cfg: Config, pairs: pa.Table, out_dir: Path, init_adapter: str 
     """The loss dispatch of the train stage: sft here, dpo and rpo in training.dpo."""
     if cfg.training.loss == "sft":
         return train_sft(cfg, pairs, out_dir, init_adapter)
-    from selftrain.training.dpo import train_dpo
 
     return train_dpo(cfg, pairs, out_dir, init_adapter)

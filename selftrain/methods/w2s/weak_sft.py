@@ -14,6 +14,7 @@ from selftrain.prompts import PromptBuilder
 from selftrain.stages.common import StageInputs
 from selftrain.stages.train import finish_train, fit_or_keep
 from selftrain.store import Manifest, StageWriter
+from selftrain.tiny import ensure_model
 from selftrain.training.sft import train_sft
 
 
@@ -29,8 +30,6 @@ def lead(cfg: Config) -> str:
 
 def train_or_keep(cfg: Config, inputs: StageInputs, out_dir: Path, main_process: bool = True) -> dict:
     from transformers import AutoTokenizer
-
-    from selftrain.tiny import ensure_model
 
     weak = weak_config(cfg)
     ensure_model(weak.model.path, weak.model.bootstrap)
