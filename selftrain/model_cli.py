@@ -7,11 +7,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from selftrain.model_fetch import MODELS, cached_gguf_folder, convert_gguf, fetch_model
-
-# where `fetch` and `convert` put a model by default: the same cwd-relative folder as model.path's default
-# (artifacts/models/tiny-arith), so a recipe's `model.path: artifacts/models/NAME` finds it
-MODELS_DIR = Path("artifacts/models")
+from selftrain.model_fetch import MODELS, MODELS_DIR, cached_gguf_folder, convert_gguf, fetch_model
 
 Out = Callable[[str], None]
 

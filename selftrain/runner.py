@@ -11,7 +11,7 @@ from selftrain.config import Config, ConfigError, dump_config
 from selftrain.errors import DataError
 from selftrain.fileio import atomic_write_text
 from selftrain.methods import method_of
-from selftrain.model_fetch import fetch_model
+from selftrain.model_fetch import GGUF_SUFFIX, convert_gguf, fetch_model
 from selftrain.pipeline import execute_stage, invalidate
 from selftrain.plan import StageCrashed, StaleError, damaged_message, method_stages, stage_state, upstream_of
 from selftrain.recipes import load_config
@@ -34,7 +34,10 @@ def prepare(cfg: Config, store: RunStore, rebuild_stale: bool) -> None:
         log.warning(
             "model.path %s is missing: fetching %s there (model.fetch)", cfg.model.path, cfg.model.fetch
         )
-        fetch_model(cfg.model.fetch, Path(cfg.model.path).expanduser())
+        if cfg.model.fetch.endswith(GGUF_SUFFIX):
+            convert_gguf(Path(cfg.model.fetch).expanduser(), Path(cfg.model.path).expanduser())
+        else:
+            fetch_model(cfg.model.fetch, Path(cfg.model.path).expanduser())
     ensure_model(cfg.model.path, cfg.model.bootstrap)
     if not rebuild_stale:
         for it in range(cfg.run.iterations):

@@ -329,3 +329,27 @@ def test_a_file_that_is_not_gguf_is_one_line_error(tmp_path, cli_main, capsys):
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "transformers cannot load this GGUF" in err, err
     assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
+
+
+def test_a_gguf_file_as_model_path_is_converted_once_and_named_by_content(tmp_path, tiny_wheel, monkeypatch):
+    """`model.path: FILE.gguf` in a recipe: the run uses artifacts/models/gguf-<sha256 prefix>/, converted
+    before the first stage and reused by the next run; a missing file is a one-line error naming the key."""
+    from selftrain.config import ConfigError
+    from selftrain.recipes import load_config
+    from selftrain.runner import init_run
+
+    gguf = tmp_path / "my model.gguf"
+    gguf.write_bytes((tiny_wheel.parent / "tiny.gguf").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(overrides=[f"model.path={gguf}", f"store.root={tmp_path / 'runs'}", "run.name=a"])
+    folder = Path("artifacts/models") / f"gguf-{sha256_file(gguf)[:16]}"
+    assert Path(cfg.model.path) == folder and cfg.model.fetch == str(gguf.resolve())
+    assert not folder.exists()  # loading converts nothing: the run does, under its lock
+    init_run(cfg)
+    assert json.loads((folder / "provenance.json").read_text())["gguf_sha256"] == sha256_file(gguf)
+    monkeypatch.setattr(model_fetch, "_convert_into", lambda *a: pytest.fail("converted twice"))
+    again = load_config(overrides=[f"model.path={gguf}", f"store.root={tmp_path / 'runs'}", "run.name=b"])
+    init_run(again)
+    assert again.model.path == cfg.model.path
+    with pytest.raises(ConfigError, match=r"^model.path: no GGUF file at .*missing.gguf$"):
+        load_config(overrides=[f"model.path={tmp_path / 'missing.gguf'}"])

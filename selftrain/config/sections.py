@@ -146,14 +146,17 @@ class BootstrapConfig(Section):
 
 class ModelConfig(Section):
     path: str = Field(
-        "artifacts/models/tiny-arith", description="Local model folder or a hub id (e.g. meta-llama/...)."
+        "artifacts/models/tiny-arith",
+        description="Local model folder, a hub id (e.g. meta-llama/...), or a local .gguf file: converted once "
+        "(dequantized to an HF folder) into artifacts/models/gguf-<sha256 prefix>/, which the run then uses.",
     )
     bootstrap: BootstrapConfig | None = Field(
         None, description="If set and `path` is missing, build the tiny character-level model there first."
     )
     fetch: str | None = Field(
         None,
-        description="A known model (selftrain model list) to fetch and convert into `path` when `path` is missing.",
+        description="A known model (selftrain model list), or a local .gguf file, to fetch and convert into "
+        "`path` when `path` is missing.",
     )
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("float32", description="Weights dtype.")
     trust_remote_code: bool = Field(False, description="Allow model repos to run their own code.")
