@@ -34,7 +34,7 @@ Row = dict[str, Any]
 @dataclass(frozen=True)
 class Judging:
     """What a judge reads: its config, a shard's questions, every question's samples (by question id), the
-    model judging (engine and prompt builder; None for the MODEL_FREE judges) and the shard's seed."""
+    model judging (engine and prompt builder; None for a judge that needs no model) and the shard's seed."""
 
     cfg: JudgeConfig | None
     questions: list[Row]
@@ -56,9 +56,39 @@ def _question_text(q: Row) -> str:
 
 
 Judge = Callable[[Judging], list[Row]]
-JUDGES: Registry[Judge] = Registry("judge")
-# judges that read no model (the score stage then loads none)
-MODEL_FREE = {"self_consistency", "oracle", "random"}
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    """One judge and what the stages, the fingerprints and the report need to know of it, so that none of
+    them names a judge: the score stage loads a model only for `needs_model`, checks the response format only
+    for `reads_format`, and the report scales its axes by `max_score`."""
+
+    name: str
+    score: Judge  # questions + samples -> one SCORES row per sample
+    needs_model: bool  # it reads the policy (P(True), a rubric): the score stage loads an engine for it
+    reads_format: bool = False  # it parses the prompt template's response format (unparsed -> 0): the parse
+    # rate is the format's, and one below judge.min_parse_rate stops the run (selftrain.stages.score)
+    reads_labels: bool = False  # USES THE LABELS: a study bound, never label-free self-training
+    max_score: float = 1.0  # the top of its scale (the rubric's 5 points for llm_as_judge)
+    config_keys: tuple[str, ...] = ()  # the judge.* settings it reads beyond judge.name
+    writes: tuple[str, ...] = ("consistency", "score")  # the SCORES columns it fills (the rest stay null)
+
+    def __call__(self, job: Judging) -> list[Row]:
+        return self.score(job)
+
+
+JUDGES: Registry[JudgeSpec] = Registry("judge")
+
+
+def judge(name: str, **spec: Any) -> Callable[[Judge], Judge]:
+    """Register a judge function under `name` with its JudgeSpec fields (`needs_model` required)."""
+
+    def deco(fn: Judge) -> Judge:
+        JUDGES.register(name)(JudgeSpec(name, fn, **spec))
+        return fn
+
+    return deco
 
 
 def consistency(samples: list[Row]) -> list[float]:
@@ -87,7 +117,13 @@ def _score_row(q: Row, s: Row, consistency: float, score: float | None) -> Row:
     }
 
 
-@JUDGES.register("core_po")
+@judge(
+    "core_po",
+    needs_model=True,
+    reads_format=True,
+    config_keys=("options", "max_context_reasonings", "min_parse_rate"),
+    writes=("answer_confidence", "reasoning_confidence", "consistency", "score"),
+)
 def core_po(job: Judging) -> list[Row]:
     cfg, builder = job.cfg, job.builder
     prompts: list[str] = []
@@ -122,7 +158,13 @@ def core_po(job: Judging) -> list[Row]:
     return rows
 
 
-@JUDGES.register("llm_as_judge")
+@judge(
+    "llm_as_judge",
+    needs_model=True,
+    max_score=5.0,
+    config_keys=("rubric", "samples", "temperature", "top_p", "max_tokens"),
+    writes=("consistency", "score", "judgments", "judgment_scores"),
+)
 def llm_as_judge(job: Judging) -> list[Row]:
     """Self-Rewarding (arXiv 2401.10020): the model reads the paper's additive 5-point rubric with the question
     and one response and writes a judgment ending in `Score: N`; `cfg.samples` judgments per response are
@@ -150,11 +192,13 @@ def llm_as_judge(job: Judging) -> list[Row]:
     return rows
 
 
-def _model_free(name: str, score_fn: Callable[[Row, Row, int], float] | None) -> None:
+def _model_free(
+    name: str, score_fn: Callable[[Row, Row, int], float] | None, reads_labels: bool = False
+) -> None:
     """Register a judge that reads no model: `score_fn(question, sample, seed)`, or None for the consistency
     itself. An unfinished or unparsed sample scores 0."""
 
-    def judge(job: Judging) -> list[Row]:
+    def free(job: Judging) -> list[Row]:
         rows = []
         for q, group, cons in job.groups():
             for s, c in zip(group, cons, strict=True):
@@ -163,8 +207,8 @@ def _model_free(name: str, score_fn: Callable[[Row, Row, int], float] | None) ->
                 rows.append(_score_row(q, s, c, score if ok else 0.0))
         return rows
 
-    judge.__name__ = judge.__qualname__ = name
-    JUDGES.register(name)(judge)
+    free.__name__ = free.__qualname__ = name
+    judge(name, needs_model=False, reads_labels=reads_labels)(free)
 
 
 def _oracle(q: Row, s: Row, seed: int) -> float:
@@ -182,5 +226,5 @@ def _random(q: Row, s: Row, seed: int) -> float:
 
 
 _model_free("self_consistency", None)  # SC-PO: the share of the question's samples with the same answer
-_model_free("oracle", _oracle)
+_model_free("oracle", _oracle, reads_labels=True)
 _model_free("random", _random)

@@ -134,7 +134,7 @@ def test_chosen_only_and_filters():
 
 
 def test_oracle_and_random_judges_need_no_model():
-    from selftrain.judges import JUDGES, MODEL_FREE, Judging
+    from selftrain.judges import JUDGES, Judging
 
     questions = [{"question_id": "q", "task": "arithmetic", "reference": "3", "choices": None}]
     samples = {
@@ -143,7 +143,8 @@ def test_oracle_and_random_judges_need_no_model():
             for i, a in enumerate(["3", "4", "3"])
         ]
     }
-    assert {"oracle", "random", "self_consistency"} <= MODEL_FREE
+    assert not any(JUDGES.get(n).needs_model for n in ("oracle", "random", "self_consistency"))
+    assert JUDGES.get("oracle").reads_labels and not JUDGES.get("random").reads_labels
     oracle = JUDGES.get("oracle")(Judging(None, questions, samples))
     assert [r["score"] for r in oracle] == [1.0, 0.0, 1.0]
     r1 = [r["score"] for r in JUDGES.get("random")(Judging(None, questions, samples))]
@@ -320,3 +321,17 @@ def test_judge_warmup_trains_on_own_graded_samples_in_the_core_po_formats():
         warm_up_judge(
             model, tokenizer, builder, JudgeWarmupConfig(questions=3, samples=2), lambda r: None, seed=0
         )
+
+
+def test_judge_specs_say_what_the_stages_read():
+    """What the score stage, the fingerprints and the report know of a judge comes from its JudgeSpec."""
+    from selftrain.judges import JUDGES
+    from selftrain.spec import LLM_JUDGE_ONLY
+
+    core, llm = JUDGES.get("core_po"), JUDGES.get("llm_as_judge")
+    assert core.needs_model and core.reads_format and not llm.reads_format
+    assert llm.max_score == 5.0 and "judgments" in llm.writes and "answer_confidence" in core.writes
+    # the fingerprint keys only llm_as_judge reads are the ones its spec declares
+    assert tuple(key.removeprefix("judge.") for key, _ in LLM_JUDGE_ONLY) == llm.config_keys
+    for name in JUDGES.names():
+        assert JUDGES.get(name).name == name

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from selftrain.diagnostics import sample_labels
+from selftrain.judges import JUDGES
 from selftrain.methods import method_of
 from selftrain.report.calibration import JudgeQuality, judge_quality
 from selftrain.store import (
@@ -188,8 +189,8 @@ def gather(run_dir: str | Path, iterations: list[int] | None = None) -> RunData:
         )
         scored = _rows(store, st("score"), ["question_id", "sample_index", "answer", "score"], problems)
         if data.questions is not None and scored is not None:
-            llm_judge = (config.get("judge") or {}).get("name") == "llm_as_judge"
-            data.judge = _judge(data.questions, scored, 5.0 if llm_judge else 1.0)
+            name = (config.get("judge") or {}).get("name")
+            data.judge = _judge(data.questions, scored, JUDGES.get(name).max_score if name in JUDGES else 1.0)
         data.pairs = _rows(
             store,
             st("pairs"),

@@ -9,7 +9,7 @@ from collections import defaultdict
 from selftrain.config import Config, ConfigError
 from selftrain.diagnostics import judge_diagnostics, judgment_stats
 from selftrain.engines.lazy import LazyEngine
-from selftrain.judges import JUDGES, MODEL_FREE, Judging
+from selftrain.judges import JUDGES, Judging
 from selftrain.prompts import PromptBuilder
 from selftrain.schemas import SCORES
 from selftrain.stages.common import StageInputs, chunks, finish, read_shards, shard_seed, write_sharded
@@ -27,7 +27,7 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
     parse_rate = check_parse_rate(cfg, [s for group in by_question.values() for s in group])
     # the judge is the policy itself (CORE-PO judges with the model being trained)
     lazy = LazyEngine(cfg, inputs.policy_adapter())
-    needs_model = cfg.judge.name not in MODEL_FREE
+    needs_model = judge.needs_model
 
     def make_rows(group: list[dict], index: int) -> list[dict]:
         seed = shard_seed(cfg.run.seed, inputs.iteration, index)
@@ -72,20 +72,21 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
 
 
 def check_parse_rate(cfg: Config, samples: list[dict]) -> float | None:
-    """The share of finished samples whose answer the judge can read: CORE-PO's response format parsed (its
-    judge scores the rest 0), else an extracted answer. A core_po iteration below judge.min_parse_rate stops
-    here with one line, before any model is loaded: scoring every sample 0 would build no pairs, train nothing
-    and still end every stage "done"."""
+    """The share of finished samples whose answer the judge can read: for a judge that reads the response
+    format (core_po: it scores the rest 0) the format parsed, else an extracted answer. Such a judge below
+    judge.min_parse_rate stops here with one line, before any model is loaded: scoring every sample 0 would
+    build no pairs, train nothing and still end every stage "done"."""
     if not samples:
         return None
-    if cfg.judge.name == "core_po":
+    reads_format = JUDGES.get(cfg.judge.name).reads_format
+    if reads_format:
         parser = PromptBuilder(None, cfg.prompt.template)
         ok = sum(s["finish_reason"] == "stop" and parser.parse(s["completion"]).ok for s in samples)
     else:
         ok = sum(s["finish_reason"] == "stop" and s["answer"] is not None for s in samples)
     rate = round(ok / len(samples), 6)
     log.info("%d of %d samples (%.1f%%) are readable by the judge", ok, len(samples), 100 * rate)
-    if cfg.judge.name == "core_po" and rate < 0.5:
+    if reads_format and rate < 0.5:
         hint = (
             "the model does not write CORE-PO's response format"
             if cfg.prompt.template != "plain"
