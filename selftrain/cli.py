@@ -30,11 +30,9 @@ def _out(text: str = "") -> None:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from selftrain.config import ConfigError
-    from selftrain.errors import DataError, FetchError, StoreError
-    from selftrain.registry import UnknownNameError
+    from selftrain.recipes import USER_ERRORS  # imported late: `selftrain --help` stays fast
 
-    return (ConfigError, DataError, StoreError, UnknownNameError, FetchError, FileNotFoundError)
+    return USER_ERRORS
 
 
 def _orchestrate(args: argparse.Namespace, store_root: str):

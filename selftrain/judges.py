@@ -162,7 +162,7 @@ def core_po(job: Judging) -> list[Row]:
     "llm_as_judge",
     needs_model=True,
     max_score=5.0,
-    config_keys=("rubric", "samples", "temperature", "top_p", "max_tokens"),
+    config_keys=("rubric", "samples", "temperature", "top_p", "max_tokens", "min_parse_rate"),
     writes=("consistency", "score", "judgments", "judgment_scores"),
 )
 def llm_as_judge(job: Judging) -> list[Row]:

@@ -8,6 +8,7 @@ stage reads and whether it is complete comes from selftrain.plan; what it is, fr
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
 import os
 import subprocess
@@ -20,6 +21,7 @@ from selftrain.engines.base import resolve_engine_name
 from selftrain.leases import clear
 from selftrain.plan import (
     StageCrashed,
+    StageRefused,
     StaleError,
     damaged_message,
     downstream_of,
@@ -27,10 +29,10 @@ from selftrain.plan import (
     stage_state,
     upstream_of,
 )
-from selftrain.procs import kill_group
+from selftrain.procs import USER_ERROR_EXIT, kill_group
 from selftrain.spec import Runs, kind
 from selftrain.stages import run_stage
-from selftrain.store import Manifest, RunStore, StoreError, move_aside, verify_stage
+from selftrain.store import FAILED, Manifest, RunStore, StoreError, marker, move_aside, verify_stage
 from selftrain.training.launch import accelerate_command
 
 log = logging.getLogger(__name__)
@@ -150,5 +152,18 @@ def run_stage_subprocess(cfg: Config, store: RunStore, iteration: int, stage: st
         kill_group(proc.pid)
         store.record_child(None)
         relay.join(timeout=30)
+    if code == USER_ERROR_EXIT:
+        raise StageRefused(f"iter-{iteration:03d}/{stage}: {_recorded_error(store, iteration, stage)}")
     if code != 0:
         raise StageCrashed(f"iter-{iteration:03d}/{stage} failed in its subprocess (exit code {code})")
+
+
+def _recorded_error(store: RunStore, iteration: int, stage: str) -> str:
+    """The one-line error a stage's process recorded in its folder before it exited USER_ERROR_EXIT."""
+    try:
+        error = json.loads(marker(store.stage_dir(iteration, stage), FAILED).read_text())["error"]
+    except (OSError, ValueError, KeyError):
+        return "stopped on a user error (its log above says which)"
+    return (
+        error.partition(": ")[2] or error
+    )  # "ConfigError: judge.x: ..." -> the message, which names the field

@@ -24,6 +24,10 @@ class StageCrashed(StoreError):
     """A stage's own process died (engine crash, OOM kill): unlike other StoreErrors, worth a retry."""
 
 
+class StageRefused(StoreError):
+    """A stage's own process stopped on a user error (bad config or data) and recorded it: not retried."""
+
+
 def policy_stage(cfg: Config) -> str:
     """The stage whose adapter is the policy: it samples the next iteration and is evaluated."""
     return METHODS.get(cfg.method).policy

@@ -10,6 +10,11 @@ import signal
 import sys
 from typing import NoReturn
 
+# The exit code of a stage process that stopped on a user error (bad config or data: selftrain.recipes.
+# USER_ERRORS). It logged one line and recorded the error in the stage folder; the parent reports that line and
+# does not retry (a crash, any other code, is retried).
+USER_ERROR_EXIT = 3
+
 
 def die_with_parent() -> None:
     """Ask Linux to SIGKILL this process when its parent dies (PR_SET_PDEATHSIG); no-op elsewhere."""

@@ -11,13 +11,25 @@ from typing import Any
 
 from selftrain.config import Config, ConfigError, build_config
 from selftrain.data.sources import SOURCES
+from selftrain.errors import DataError, FetchError, StoreError
 from selftrain.judges import JUDGES
 from selftrain.methods import METHODS
 from selftrain.model_fetch import GGUF_SUFFIX, MODELS, gguf_folder
 from selftrain.pairs import PAIR_BUILDERS
 from selftrain.registry import UnknownNameError
 
-__all__ = ["ConfigError", "check_names", "gguf_as_folder", "load_config", "method_defaults"]
+__all__ = ["USER_ERRORS", "ConfigError", "check_names", "gguf_as_folder", "load_config", "method_defaults"]
+
+# What a user must act on (a bad config, dataset or name, a locked or stale store, a model that cannot be
+# fetched, a missing file): one line, no traceback, never retried (the CLI, a stage's own process).
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    DataError,
+    StoreError,
+    UnknownNameError,
+    FetchError,
+    FileNotFoundError,
+)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -23,9 +24,15 @@ atexit.register(_abort)
 """
 
 
-def _python(code: str, hook_dir, marker: str) -> subprocess.CompletedProcess:
+def _abort_hook(hook_dir, marker: str) -> str:
+    """Writes the hook into `hook_dir` and returns a PYTHONPATH that loads it in every child process."""
+    hook_dir.mkdir(exist_ok=True)
     (hook_dir / "sitecustomize.py").write_text(ABORT_AT_EXIT.format(marker=marker))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook_dir), os.environ.get("PYTHONPATH", "")])}
+    return os.pathsep.join([str(hook_dir), os.environ.get("PYTHONPATH", "")])
+
+
+def _python(code: str, hook_dir, marker: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": _abort_hook(hook_dir, marker)}
     return subprocess.run([sys.executable, "-c", code, marker], capture_output=True, text=True, env=env)
 
 
@@ -43,17 +50,38 @@ def test_a_finished_stage_is_not_reported_crashed_when_its_teardown_aborts(tiny_
     from selftrain.recipes import load_config
     from selftrain.runner import prepare
 
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(ABORT_AT_EXIT.format(marker="selftrain/stages/__main__.py"))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("PYTHONPATH", _abort_hook(tmp_path / "hook", "selftrain/stages/__main__.py"))
     recipe = tiny_recipe(tmp_path, tiny_model, engine={"name": "hf", "isolation": "subprocess"})
     cfg = load_config(write_recipe(tmp_path / "r.yaml", recipe))
     store = RunStore(cfg.run_dir())
     with store.lock():
         prepare(cfg, store, rebuild_stale=False)
         execute_stage(cfg, store, 0, "questions")
-        manifest = execute_stage(
-            cfg, store, 0, "sample"
-        )  # raised StageCrashed (exit code -6) before exit_now
+        # before exit_now this raised StageCrashed (exit code -6)
+        manifest = execute_stage(cfg, store, 0, "sample")
     assert manifest.rows == 8 * 3
+
+
+def test_a_user_error_in_a_stage_process_is_one_line_and_not_retried(tiny_model, tmp_path, caplog):
+    """A stage process that stops on a bad dataset reports its one-line error to the run (StageRefused, not
+    retried), not a traceback and a bare exit code (StageCrashed, retried as if the engine had crashed)."""
+    from selftrain.pipeline import run_stage_subprocess
+    from selftrain.plan import StageRefused
+    from selftrain.recipes import load_config
+    from selftrain.runner import is_retryable, prepare
+
+    bad = tmp_path / "train.jsonl"
+    bad.write_text('{"q": "What is 1 + 1?", "a": "2"}\nnot json\n')
+    spec = {"name": "file", "question_field": "q", "reference_field": "a", "path": str(bad)}
+    recipe = tiny_recipe(tmp_path, tiny_model, data={"train": [spec]})
+    cfg = load_config(write_recipe(tmp_path / "r.yaml", recipe))
+    store = RunStore(cfg.run_dir())
+    caplog.set_level(logging.INFO, logger="selftrain.stage")
+    with store.lock():
+        prepare(cfg, store, rebuild_stale=False)
+        with pytest.raises(StageRefused, match=rf"^iter-000/questions: {bad}:2: not a JSON line$") as e:
+            run_stage_subprocess(cfg, store, 0, "questions")
+    assert not is_retryable(e.value)
+    relayed = [r.getMessage() for r in caplog.records if r.name == "selftrain.stage.questions"]
+    assert any("not a JSON line" in line for line in relayed)
+    assert not any("Traceback" in line for line in relayed), relayed

@@ -9,7 +9,7 @@ import pytest
 
 from selftrain.config import Config, ConfigError
 from selftrain.prompts import DEMO_ANSWER, DEMO_QUESTION, PromptBuilder
-from selftrain.stages.score import check_parse_rate
+from selftrain.stages.score import check_judgment_rate, check_parse_rate
 from selftrain.store import MANIFEST
 from tests.conftest import cli, tiny_recipe, write_recipe
 
@@ -67,6 +67,17 @@ def test_core_po_parse_rate_guard_names_the_field():
     # model-free judges count samples with an extracted answer
     sc = Config.model_validate({"judge": {"name": "self_consistency"}})
     assert check_parse_rate(sc, _samples(["The answer is 7.", "no idea"])) == 0.5
+
+
+def test_llm_as_judge_judgment_rate_guard_names_the_field():
+    # SmolLM2 under the paper's rubric: 1 of 192 judgments had a `Score: N` (docs/real-model.md)
+    stats = {"scored": 64, "judgments": 192, "unparsable_rate": round(191 / 192, 6), "unscored_samples": 63}
+    strict = Config.model_validate({"judge": {"name": "llm_as_judge", "min_parse_rate": 0.05}})
+    with pytest.raises(ConfigError, match=r"judge.min_parse_rate: only 1 of 192 judgments .*Score: N"):
+        check_judgment_rate(strict, stats)
+    check_judgment_rate(strict, {**stats, "unparsable_rate": 0.9})  # 10 % read: above 5 %, passes
+    check_judgment_rate(Config.model_validate({"judge": {"name": "llm_as_judge"}}), stats)  # 0: only warns
+    check_judgment_rate(strict, {"scored": 4})  # judges that write no judgments: nothing to check
 
 
 def test_one_shot_puts_one_worked_exchange_before_the_question_only():

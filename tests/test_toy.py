@@ -331,7 +331,9 @@ def test_judge_specs_say_what_the_stages_read():
     core, llm = JUDGES.get("core_po"), JUDGES.get("llm_as_judge")
     assert core.needs_model and core.reads_format and not llm.reads_format
     assert llm.max_score == 5.0 and "judgments" in llm.writes and "answer_confidence" in core.writes
-    # the fingerprint keys only llm_as_judge reads are the ones its spec declares
-    assert tuple(key.removeprefix("judge.") for key, _ in LLM_JUDGE_ONLY) == llm.config_keys
+    # the fingerprint keys only llm_as_judge reads are the ones its spec declares and core_po does not
+    only_llm = tuple(k for k in llm.config_keys if k not in core.config_keys)
+    assert tuple(key.removeprefix("judge.") for key, _ in LLM_JUDGE_ONLY) == only_llm
+    assert "min_parse_rate" in core.config_keys and "min_parse_rate" in llm.config_keys
     for name in JUDGES.names():
         assert JUDGES.get(name).name == name

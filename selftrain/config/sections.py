@@ -259,10 +259,11 @@ class JudgeConfig(Section):
         0.0,
         ge=0,
         le=1,
-        description="core_po: the score stage fails (one line, naming this field) when fewer of an iteration's "
-        "samples than this share follow the response format, instead of scoring them all 0 and training "
-        "nothing. 0 = never fail, only warn (under 50 %). The SmolLM2 recipe sets 0.05; the tiny test models, "
-        "which often cannot write the format, need 0.",
+        description="The score stage fails (one line, naming this field) when fewer than this share can be "
+        "read, instead of scoring them all 0 or none and training nothing: core_po, of an iteration's samples "
+        "in the response format (checked before the judge runs); llm_as_judge, of its judgments with a "
+        "parsable `Score: N` (checked after they are written). 0 = never fail, only warn (under 50 %). The "
+        "SmolLM2 recipe sets 0.05; the tiny test models, which often cannot write the format, need 0.",
     )
     # llm_as_judge (Self-Rewarding, arXiv 2401.10020): the model writes judgments with the paper's rubric
     rubric: Literal["paper", "compact"] = Field(

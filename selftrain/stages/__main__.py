@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from selftrain.logs import setup_logging
-from selftrain.procs import die_with_parent, exit_now
-from selftrain.recipes import load_config
+from selftrain.procs import USER_ERROR_EXIT, die_with_parent, exit_now
+from selftrain.recipes import USER_ERRORS, load_config
 from selftrain.spec import STAGES
 from selftrain.stages import run_stage
 from selftrain.store import RunStore
@@ -22,7 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent()
     store = RunStore(args.run_dir)
     cfg = load_config(store.config_path)
-    run_stage(cfg, store, args.iteration, args.stage)
+    try:
+        run_stage(cfg, store, args.iteration, args.stage)
+    except USER_ERRORS as e:  # recorded in the stage folder by run_stage; the parent reads it from there
+        logging.getLogger("selftrain.stages").error("%s", e)
+        return USER_ERROR_EXIT
     return 0
 
 

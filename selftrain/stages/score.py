@@ -53,8 +53,7 @@ def run(cfg: Config, inputs: StageInputs, writer: StageWriter) -> Manifest:
         **judgment_stats(t.select(["score", "judgment_scores"]).to_pylist()),
         **judge_diagnostics(questions, t.select(["question_id", "answer", "score"]).to_pylist()),
     }
-    if stats.get("unparsable_rate"):
-        log.info("%.1f%% of the judgments had no parsable score", 100 * stats["unparsable_rate"])
+    check_judgment_rate(cfg, stats)
     if stats.get("judge_auroc") is not None:
         within = stats.get("judge_auroc_within")
         log.info(
@@ -107,3 +106,30 @@ def check_parse_rate(cfg: Config, samples: list[dict]) -> float | None:
             else "",
         )
     return rate
+
+
+def check_judgment_rate(cfg: Config, stats: dict) -> None:
+    """For a judge that writes judgments (llm_as_judge): the share of them with a parsable `Score: N`.
+    Below judge.min_parse_rate the stage fails in one line before its manifest is written (a model that does
+    not write the rubric's score leaves every sample unscored: no pairs, nothing trained, every stage "done");
+    under 50 % it warns. Known only after the judgments are written, unlike the response format."""
+    if "unparsable_rate" not in stats:
+        return
+    rate = 1 - stats["unparsable_rate"]
+    read, total = round(rate * stats["judgments"]), stats["judgments"]
+    log.info("%d of %d judgments (%.1f%%) have a parsable score", read, total, 100 * rate)
+    if rate < cfg.judge.min_parse_rate:
+        raise ConfigError(
+            f"judge.min_parse_rate: only {read} of {total} judgments have a parsable 'Score: N' "
+            f"({100 * rate:.1f}% < {100 * cfg.judge.min_parse_rate:g}%): the model does not follow the "
+            "rubric; try judge.rubric compact, a larger model, or judge.name self_consistency"
+        )
+    if rate < 0.5:
+        log.warning(
+            "only %.1f%% of the judgments have a parsable score: %d of %d samples got none and take no part "
+            "in a pair%s",
+            100 * rate,
+            stats["unscored_samples"],
+            stats["scored"],
+            " (judge.min_parse_rate > 0 stops here)" if not cfg.judge.min_parse_rate else "",
+        )
