@@ -164,6 +164,5 @@ def _recorded_error(store: RunStore, iteration: int, stage: str) -> str:
         error = json.loads(marker(store.stage_dir(iteration, stage), FAILED).read_text())["error"]
     except (OSError, ValueError, KeyError):
         return "stopped on a user error (its log above says which)"
-    return (
-        error.partition(": ")[2] or error
-    )  # "ConfigError: judge.x: ..." -> the message, which names the field
+    # "ConfigError: judge.x: ..." -> the message, which names the field
+    return error.partition(": ")[2] or error
