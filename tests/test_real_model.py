@@ -92,9 +92,11 @@ def test_hf_core_po_dpo_on_the_real_model(hf_run, smollm2_path):
 
     tok = AutoTokenizer.from_pretrained(smollm2_path)
     status = _assert_finished(hf_run)
-    # the one-shot prompt makes the model write CORE-PO's format: the judge reads most samples
+    # the one-shot prompt makes the model write CORE-PO's format: without it 0 of 192 samples parse; with it
+    # 0.52-0.58 of 64 (docs/real-model.md). A bound at that mean failed CI at 0.42 of these few samples: this one
+    # tells "the format is written" from "it is not" (one parse in four, 6 of 24)
     judge = status["judge"][0]
-    assert judge["parse_rate"] >= 0.5, judge
+    assert judge["parse_rate"] >= 0.25, judge
     samples = _rows(hf_run, "sample")
     for prompt in {s["prompt"] for s in samples}:
         _one_chat(tok, prompt)
