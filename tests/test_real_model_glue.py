@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from selftrain.config import Config, ConfigError
 from selftrain.prompts import DEMO_ANSWER, DEMO_QUESTION, PromptBuilder
@@ -40,6 +41,39 @@ def test_chunked_prefill_off_on_cpu_and_refused_there():
     with pytest.raises(ConfigError, match="engine.chunked_prefill"):
         prefill_kwargs(on, on_cpu=True)
     assert prefill_kwargs(on, on_cpu=False) == {"enable_chunked_prefill": True}
+
+
+def test_vllm_cpu_worker_is_bound_to_every_core_it_may_use(monkeypatch: pytest.MonkeyPatch):
+    pytest.importorskip("vllm")
+    from selftrain.engines import vllm_engine
+    from selftrain.engines.vllm_engine import cpu_binding_env
+
+    monkeypatch.setattr(vllm_engine.os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3}, raising=False)
+    both = {"VLLM_CPU_OMP_THREADS_BIND": "0,1,2,3", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    assert cpu_binding_env(True, environ={}) == both
+    assert cpu_binding_env(True, threads=2, environ={})["VLLM_CPU_OMP_THREADS_BIND"] == "0,1"
+    assert cpu_binding_env(True, environ={"OMP_NUM_THREADS": "3"})["VLLM_CPU_OMP_THREADS_BIND"] == "0,1,2"
+    # one thread asked for (the test suite's setting), the user's own binding, the GPU build: vLLM decides
+    assert cpu_binding_env(True, environ={"OMP_NUM_THREADS": "1"}) == {}
+    assert cpu_binding_env(True, environ={"VLLM_CPU_OMP_THREADS_BIND": "nobind"}) == {}
+    assert cpu_binding_env(True, environ={"VLLM_CPU_NUM_OF_RESERVED_CPU": "1"}) == {}
+    assert cpu_binding_env(False, environ={}) == {}
+
+
+def test_vllm_cpu_engine_runs_eager_and_serves_a_merged_policy_where_set_to_auto():
+    pytest.importorskip("vllm")
+    from selftrain.engines.vllm_engine import compile_kwargs, serve_merged
+
+    auto = Config.model_validate({})
+    assert compile_kwargs(auto, on_cpu=True) == {"enforce_eager": True}
+    assert compile_kwargs(auto, on_cpu=False) == {}  # CUDA graphs and compile pay off on GPUs
+    assert serve_merged(auto, on_cpu=True) and not serve_merged(auto, on_cpu=False)
+    forced = Config.model_validate({"engine": {"compile": "on", "lora": "request"}})
+    assert compile_kwargs(forced, on_cpu=True) == {} and not serve_merged(forced, on_cpu=True)
+    gpu_off = Config.model_validate({"engine": {"compile": "off", "lora": "merged"}})
+    assert compile_kwargs(gpu_off, on_cpu=False) == {"enforce_eager": True} and serve_merged(gpu_off, False)
+    with pytest.raises(ValidationError, match="lora"):
+        Config.model_validate({"engine": {"lora": "merge"}})
 
 
 def _samples(completions: list[str]) -> list[dict]:

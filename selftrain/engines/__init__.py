@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from selftrain.cpufeatures import warn_half_precision_on_cpu
 from selftrain.engines import hf, vllm_engine  # noqa: F401  (each registers itself in ENGINES)
 from selftrain.engines.base import ENGINES, resolve_engine_name
 
@@ -14,4 +15,12 @@ if TYPE_CHECKING:
 
 def load_engine(cfg: Config, adapter: str | None = None) -> Engine:
     """The configured engine over `cfg.model.path`, with an optional LoRA adapter folder as the policy."""
+    if not _on_gpu():
+        warn_half_precision_on_cpu("model.dtype", cfg.model.dtype)
     return ENGINES.get(resolve_engine_name(cfg.engine.name))(cfg, adapter)
+
+
+def _on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

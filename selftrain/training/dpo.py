@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from selftrain.config import Config
+from selftrain.cpufeatures import warn_half_precision_on_cpu
 from selftrain.faults import maybe_kill
 from selftrain.fileio import atomic_write_text
 from selftrain.training import reference_logps as refs
@@ -149,6 +150,8 @@ def load_for_training(cfg: Config, continue_from: str | None) -> tuple[Any, Any,
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     dtype = torch.bfloat16 if t.bf16 else torch.float32
+    if t.bf16 and not torch.cuda.is_available():
+        warn_half_precision_on_cpu("training.bf16", "bfloat16")
     model = AutoModelForCausalLM.from_pretrained(cfg.model.path, dtype=dtype, trust_remote_code=trust)
     if continue_from:
         return tokenizer, PeftModel.from_pretrained(model, continue_from, is_trainable=True), None

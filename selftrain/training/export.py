@@ -25,9 +25,11 @@ def export_adapter(adapter: Path, out: Path) -> None:
         shutil.copy2(adapter / name, out / name)
 
 
-def export_merged(base: str, adapter: Path, out: Path) -> None:
-    """Merge in a child process (so its memory is returned), writing to a temp folder renamed at the end."""
-    proc = subprocess.run([sys.executable, "-m", "selftrain.training.export", base, str(adapter), str(out)])
+def export_merged(base: str, adapter: Path, out: Path, dtype: str = "stored") -> None:
+    """Merge in a child process (so its memory is returned), writing to a temp folder renamed at the end.
+    dtype: the saved weights' dtype, "stored" for the base model's own."""
+    cmd = [sys.executable, "-m", "selftrain.training.export", base, str(adapter), str(out), "--dtype", dtype]
+    proc = subprocess.run(cmd)
     if proc.returncode != 0:
         raise RuntimeError(f"merging {adapter} into {base} failed (exit code {proc.returncode})")
 
@@ -41,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("base")
     p.add_argument("adapter")
     p.add_argument("out")
+    p.add_argument("--dtype", default="stored", help="float32, bfloat16, ... or stored (the base model's)")
     args = p.parse_args(argv)
     setup_logging()
     out = Path(args.out)
@@ -51,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     # model (SmolLM2) stays half the size of a float32 copy. Tied embeddings stay tied (LoRA targets no
     # embedding, and save_pretrained writes the shared tensor once).
     stored = getattr(AutoConfig.from_pretrained(args.base), "dtype", None) or torch.float32
+    if args.dtype != "stored":
+        stored = args.dtype
     merged = merged.to(getattr(torch, stored) if isinstance(stored, str) else stored)
     merged.save_pretrained(tmp, safe_serialization=True)
     AutoTokenizer.from_pretrained(args.base).save_pretrained(tmp)
