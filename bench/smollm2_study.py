@@ -196,7 +196,8 @@ def _ci(cell: dict | None) -> str:
 
 def _variant(r: dict) -> str:
     name = f"{r['tag']}: {', '.join(r['variant'])}" if r.get("tag") else "demo recipe"
-    return f"{name} [{r.get('dtype', 'bfloat16')}, {r.get('cpu', '?')}]"
+    note = f"; {r['note']}" if r.get("note") else ""
+    return f"{name} [{r.get('dtype', 'bfloat16')}, {r.get('cpu', '?')}{note}]"
 
 
 def cpu_name() -> str:
@@ -324,6 +325,7 @@ def main() -> int:
     if unknown:
         p.error(f"unknown arm(s) {', '.join(unknown)}; known: {', '.join(ARMS)}")
 
+    from selftrain.fileio import atomic_write_text
     from selftrain.logs import setup_logging
     from selftrain.recipes import load_config
     from selftrain.runner import run
@@ -362,7 +364,10 @@ def main() -> int:
                 "evaluation": evaluation(store, rng),
             }
             cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(results, indent=2))
+            # other study processes may have added cells since this one started: keep theirs
+            on_disk = json.loads(cache.read_text()) if cache.exists() else {}
+            results = {**on_disk, name: results[name]}
+            atomic_write_text(cache, json.dumps(results, indent=2))
             logging.getLogger("study").warning("cell %s done in %.0fs", name, wall)
     command = ".venv/bin/python bench/smollm2_study.py " + " ".join(sys.argv[1:])
     Path(args.docs).write_text(render(results, command.strip()))
