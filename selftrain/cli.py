@@ -14,6 +14,7 @@ from pathlib import Path
 from selftrain.config_docs import add_config_commands
 from selftrain.logs import setup_logging
 from selftrain.model_cli import add_model_commands
+from selftrain.procs import sigterm_as_interrupt
 from selftrain.spec import STAGES, kind
 
 DEFAULT_RECIPE = "configs/tiny-digits.yaml"
@@ -359,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     global _results
     _results = sys.stdout
     try:
-        with contextlib.redirect_stdout(sys.stderr):
+        with sigterm_as_interrupt(), contextlib.redirect_stdout(sys.stderr):
             return args.fn(args)
     except KeyboardInterrupt:
         _err("interrupted; rerun the same command to resume")

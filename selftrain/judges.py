@@ -45,9 +45,11 @@ class Judging:
 
     def groups(self) -> Iterator[tuple[Row, list[Row], list[float]]]:
         """Each question with its samples and their consistency."""
+        finished_only = self.cfg is not None and self.cfg.votes == "finished"
+        min_votes = self.cfg.min_votes if self.cfg is not None else 1
         for q in self.questions:
             group = self.samples.get(q["question_id"], [])
-            yield q, group, consistency(group)
+            yield q, group, consistency(group, finished_only=finished_only, min_votes=min_votes)
 
 
 def _question_text(q: Row) -> str:
@@ -91,11 +93,20 @@ def judge(name: str, **spec: Any) -> Callable[[Judge], Judge]:
     return deco
 
 
-def consistency(samples: list[Row]) -> list[float]:
-    """Per sample: the fraction of the question's samples whose extracted answer equals its answer."""
-    counts = Counter(s["answer"] for s in samples if s["answer"] is not None)
-    n = len(samples)
-    return [counts[s["answer"]] / n if s["answer"] is not None else 0.0 for s in samples]
+def consistency(samples: list[Row], finished_only: bool = False, min_votes: int = 1) -> list[float]:
+    """Per sample: the fraction of the question's voting samples whose extracted answer equals its answer.
+
+    All samples vote (SC-PO), or with `finished_only` only those that ended on their own (a truncated
+    sample then scores 0 and is not in the denominator). An answer with fewer than `min_votes` votes scores 0."""
+
+    def votes(s: Row) -> bool:
+        return s["answer"] is not None and (not finished_only or s["finish_reason"] == "stop")
+
+    counts = Counter(s["answer"] for s in samples if votes(s))
+    n = len(samples) if not finished_only else sum(counts.values())
+    return [
+        counts[s["answer"]] / n if votes(s) and counts[s["answer"]] >= min_votes else 0.0 for s in samples
+    ]
 
 
 def two_way(probs: list[float]) -> float:

@@ -83,7 +83,13 @@ def downstream_of(cfg: Config, stage: str) -> list[str]:
 
 # Fields added after runs were written, left out of a fingerprint while they hold this value (their default):
 # a run written before the field existed stays complete, and setting the field makes the stage stale.
-OMIT_AT_DEFAULT = {"prompt.one_shot": False, "judge.min_parse_rate": 0.0, "data.*.*.label": None}
+OMIT_AT_DEFAULT = {
+    "prompt.one_shot": False,
+    "judge.min_parse_rate": 0.0,
+    "judge.votes": "all",
+    "judge.min_votes": 1,
+    "data.*.*.label": None,
+}
 
 
 def _omitted(key: str, value: Any) -> bool:

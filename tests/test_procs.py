@@ -85,3 +85,103 @@ def test_a_user_error_in_a_stage_process_is_one_line_and_not_retried(tiny_model,
     relayed = [r.getMessage() for r in caplog.records if r.name == "selftrain.stage.questions"]
     assert any("not a JSON line" in line for line in relayed)
     assert not any("Traceback" in line for line in relayed), relayed
+
+
+# A stage process that starts a long-lived child (as vLLM starts its engine-core process) and reports its pid.
+STAGE_WITH_CHILD = """
+import subprocess, sys, time
+from selftrain.procs import stage_process_setup
+stage_process_setup()
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+print(child.pid, flush=True)
+time.sleep(300)
+"""
+
+# The run: starts the stage in a session of its own (as pipeline.run_stage_subprocess does), then waits.
+RUN_WITH_STAGE = f"""
+import subprocess, sys, time
+stage = subprocess.Popen([sys.executable, "-c", {STAGE_WITH_CHILD!r}], start_new_session=True,
+                         stdout=subprocess.PIPE, text=True)
+print(stage.pid, stage.stdout.readline().strip(), flush=True)
+time.sleep(300)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its exit status is left to collect
+
+
+def _gone(*pids: int, timeout: float = 10.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while any(_alive(p) for p in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and /proc are Linux")
+def test_a_terminated_stage_process_takes_what_it_started_down_with_it():
+    """Before: SIGTERM to a stage process left vLLM's engine-core process computing on its own for ever."""
+    import signal
+
+    stage = subprocess.Popen(
+        [sys.executable, "-c", STAGE_WITH_CHILD], start_new_session=True, stdout=subprocess.PIPE, text=True
+    )
+    child = int(stage.stdout.readline())
+    assert _alive(child)
+    stage.send_signal(signal.SIGTERM)
+    assert stage.wait(timeout=10) == -signal.SIGKILL
+    try:
+        assert _gone(child), "the stage's child outlived it"
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and /proc are Linux")
+def test_when_the_run_is_killed_its_stage_and_everything_the_stage_started_go_too():
+    import signal
+
+    run = subprocess.Popen([sys.executable, "-c", RUN_WITH_STAGE], stdout=subprocess.PIPE, text=True)
+    stage, child = (int(x) for x in run.stdout.readline().split())
+    assert _alive(stage) and _alive(child)
+    run.kill()  # SIGKILL: the run gets no chance to clean up; Linux tells the stage (PR_SET_PDEATHSIG)
+    run.wait(timeout=10)
+    try:
+        assert _gone(stage, child), "the stage or its child outlived the run"
+    finally:
+        for pid in (stage, child):
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_sigterm_stops_a_cli_command_as_ctrl_c_does(monkeypatch, capsys):
+    """`kill PID` on `selftrain run` unwinds like Ctrl-C (the pipeline's finally kills the stage's process
+    group), says how to resume, exits 130, and leaves the process's SIGTERM handler as it found it."""
+    import argparse
+    import signal
+    import time
+
+    from selftrain import cli
+
+    def terminated_midway(args: argparse.Namespace) -> int:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises here
+        return 0
+
+    parser = argparse.ArgumentParser()
+    parser.set_defaults(fn=terminated_midway, verbose=0)
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    before = signal.getsignal(signal.SIGTERM)
+    started = time.monotonic()
+    assert cli.main([]) == 130
+    assert time.monotonic() - started < 4
+    assert "interrupted; rerun the same command to resume" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before

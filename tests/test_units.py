@@ -72,6 +72,28 @@ def test_consistency_fraction():
     ]
 
 
+def test_consistency_among_finished_samples_only():
+    """judge.votes: finished: a truncated sample's stray number neither votes nor counts in the share, and
+    judge.min_votes keeps a lone finished sample from scoring 1.0."""
+    from selftrain.config import JudgeConfig
+    from selftrain.judges import JUDGES, Judging
+
+    def s(i, answer, finish="stop"):
+        return {"question_id": "q", "sample_index": i, "answer": answer, "finish_reason": finish}
+
+    group = [s(0, "7"), s(1, "7"), s(2, "9"), s(3, "12", "length"), s(4, "12", "length"), s(5, None)]
+    assert consistency(group) == pytest.approx([2 / 6, 2 / 6, 1 / 6, 2 / 6, 2 / 6, 0.0])  # SC-PO: all vote
+    assert consistency(group, finished_only=True) == pytest.approx([2 / 3, 2 / 3, 1 / 3, 0.0, 0.0, 0.0])
+    assert consistency(group, finished_only=True, min_votes=2) == pytest.approx([2 / 3, 2 / 3, 0, 0, 0, 0])
+    lone = [s(0, "7"), s(1, "3", "length"), s(2, "4", "length")]
+    assert consistency(lone, finished_only=True, min_votes=2) == [0.0, 0.0, 0.0]
+    # the judge reads both settings from its config
+    sc = JUDGES.get("self_consistency")
+    q = [{"question_id": "q", "question": "?"}]
+    rows = sc(Judging(JudgeConfig(name="self_consistency", votes="finished", min_votes=2), q, {"q": group}))
+    assert [r["score"] for r in rows] == pytest.approx([2 / 3, 2 / 3, 0, 0, 0, 0])
+
+
 def _scored(i, score, answer="1", text=None):
     return {
         "question_id": "q",

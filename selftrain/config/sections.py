@@ -265,6 +265,20 @@ class JudgeConfig(Section):
         "parsable `Score: N` (checked after they are written). 0 = never fail, only warn (under 50 %). The "
         "SmolLM2 recipe sets 0.05; the tiny test models, which often cannot write the format, need 0.",
     )
+    votes: Literal["all", "finished"] = Field(
+        "all",
+        description="Which samples vote in a question's consistency (self_consistency's score, every judge's "
+        "`consistency` column): all (SC-PO as published: every sample with an extracted answer, truncated ones "
+        "included) or finished (only samples that ended on their own; the share is of those). A truncated "
+        "sample's answer is whatever number it had reached when cut off: on SmolLM2, half the samples run into "
+        "max_tokens and their stray numbers split the vote.",
+    )
+    min_votes: int = Field(
+        1,
+        ge=1,
+        description="An answer with fewer votes than this scores consistency 0: with votes: finished, a "
+        "question with one finished sample would otherwise score it 1.0.",
+    )
     # llm_as_judge (Self-Rewarding, arXiv 2401.10020): the model writes judgments with the paper's rubric
     rubric: Literal["paper", "compact"] = Field(
         "paper",

@@ -6,7 +6,7 @@ import argparse
 import logging
 
 from selftrain.logs import setup_logging
-from selftrain.procs import USER_ERROR_EXIT, die_with_parent, exit_now
+from selftrain.procs import USER_ERROR_EXIT, exit_now, stage_process_setup
 from selftrain.recipes import USER_ERRORS, load_config
 from selftrain.spec import STAGES
 from selftrain.stages import run_stage
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stage", choices=list(STAGES))
     args = parser.parse_args(argv)
     setup_logging()
-    die_with_parent()
+    stage_process_setup()
     store = RunStore(args.run_dir)
     cfg = load_config(store.config_path)
     try:

@@ -10,7 +10,7 @@ import argparse
 import importlib
 
 from selftrain.logs import setup_logging
-from selftrain.procs import die_with_parent, exit_now
+from selftrain.procs import exit_now, stage_process_setup
 from selftrain.recipes import load_config
 from selftrain.spec import KINDS, kind
 from selftrain.stages import open_stage
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stage", choices=PARALLEL)
     args = parser.parse_args(argv)
     setup_logging()
-    die_with_parent()
+    stage_process_setup()
     work(RunStore(args.run_dir), args.iteration, args.stage)
     return 0
 
