@@ -176,6 +176,11 @@ def stage_seconds(store) -> dict[str, float]:  # noqa: ANN001
     return out
 
 
+def cell_name(arm_tag: str, seed: int, iterations: int) -> str:
+    """A cell's name (and its run folder's): `arm_tag` is the arm, with `-TAG` for a variant."""
+    return f"study-smollm2-{arm_tag}-s{seed}-i{iterations}"
+
+
 def copy_samples(source: Path, run_dir: Path) -> None:
     """Seed a new cell's run folder with another cell's iteration-0 questions and samples (their manifests
     included): the run finds them complete when their fingerprints match, and samples nothing again."""
@@ -196,8 +201,7 @@ def cell_command(r: dict) -> str:
         parts.append(f"--tag {r['tag']}")
     parts += [f"--set {v}" for v in r.get("variant") or []]
     if r.get("samples_from"):
-        arm_tag = r["samples_from"].removeprefix("study-smollm2-").rsplit("-s", 1)[0]
-        parts.append(f"--samples-from {arm_tag}")
+        parts.append(f"--samples-from {r['samples_from']}")
     return " ".join(parts)
 
 
@@ -212,7 +216,8 @@ def _variant(r: dict) -> str:
     name = f"{r['tag']}: {', '.join(r['variant'])}" if r.get("tag") else "demo recipe"
     note = f"; {r['note']}" if r.get("note") else ""
     if r.get("samples_from"):
-        note += f"; samples copied from {r['samples_from']} (wall time without sampling)"
+        source = cell_name(r["samples_from"], r["seed"], r.get("iterations", 1))
+        note += f"; samples copied from {source} (wall time without sampling)"
     return f"{name} [{r.get('dtype', 'bfloat16')}, {r.get('cpu', '?')}{note}]"
 
 
@@ -360,13 +365,11 @@ def main() -> int:
     for seed in seeds:
         for arm in args.arms.split(","):
             tag = f"-{args.tag}" if args.tag else ""
-            name = f"study-smollm2-{arm}{tag}-s{seed}-i{args.iterations}"
+            name = cell_name(f"{arm}{tag}", seed, args.iterations)
             overrides = [f"run.name={name}", f"run.seed={seed}", f"run.iterations={args.iterations}"]
             cfg = load_config(args.recipe, overrides + ARMS[arm] + args.set)
-            source = (
-                f"study-smollm2-{args.samples_from}-s{seed}-i{args.iterations}" if args.samples_from else ""
-            )
-            if source and not cfg.run_dir().exists():
+            if args.samples_from and not cfg.run_dir().exists():
+                source = cell_name(args.samples_from, seed, args.iterations)
                 copy_samples(cfg.run_dir().parent / source, cfg.run_dir())
             start = time.time()
             store = run(cfg)
@@ -385,7 +388,7 @@ def main() -> int:
                 if wall <= 60 and previous
                 else datetime.date.today().isoformat(),
                 "iterations": args.iterations,
-                **({"samples_from": source} if source else {}),
+                **({"samples_from": args.samples_from} if args.samples_from else {}),
                 "dtype": cfg.model.dtype,
                 "cpu": cpu_name(),
                 "stage_s": stage_seconds(store),
