@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import logging
 import os
@@ -38,6 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.smollm2_page import bootstrap, cell_name, render  # noqa: E402
+
 ARMS = {
     "sc_sft": [],
     "sc_dpo": [
@@ -50,17 +53,6 @@ ARMS = {
     "oracle_sft": ["judge.name=oracle", "pairs.min_chosen_score=0.5"],
     "random_sft": ["judge.name=random", "pairs.min_chosen_score=0.0", "pairs.max_per_question=4"],
 }
-LABELS = {"oracle_sft"}  # arms that read references to build training rows
-BOOT = 1000
-
-
-def bootstrap(values: list[float], rng: random.Random) -> tuple[float, float] | None:
-    """95% percentile interval of the mean over resampled items."""
-    if not values:
-        return None
-    n = len(values)
-    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(BOOT))
-    return means[int(0.025 * BOOT)], means[int(0.975 * BOOT) - 1]
 
 
 def _groups(store, iteration: int) -> dict[str, list[tuple[str, list[bool], list[float]]]]:  # noqa: ANN001
@@ -157,6 +149,9 @@ def evaluation(store, rng: random.Random) -> dict:  # noqa: ANN001
                 # last number, so a shorter answer alone can raise accuracy
                 "base_chars": statistics.median(base_chars.get(src) or [0]),
                 "policy_chars": statistics.median(chars[src]),
+                # per question, in sorted question-id order: arms of the same seed compare paired (section 4)
+                "correct": "".join("1" if got[i] else "0" for i in ids),
+                "ids": hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16],
             }
     return out
 
@@ -176,11 +171,6 @@ def stage_seconds(store) -> dict[str, float]:  # noqa: ANN001
     return out
 
 
-def cell_name(arm_tag: str, seed: int, iterations: int) -> str:
-    """A cell's name (and its run folder's): `arm_tag` is the arm, with `-TAG` for a variant."""
-    return f"study-smollm2-{arm_tag}-s{seed}-i{iterations}"
-
-
 def copy_samples(source: Path, run_dir: Path) -> None:
     """Seed a new cell's run folder with another cell's iteration-0 questions and samples (their manifests
     included): the run finds them complete when their fingerprints match, and samples nothing again."""
@@ -192,33 +182,17 @@ def copy_samples(source: Path, run_dir: Path) -> None:
         shutil.copytree(source / "iter-000" / stage, run_dir / "iter-000" / stage)
 
 
-def cell_command(r: dict) -> str:
-    """The command that measures this one cell again (a finished run folder is reused: delete it first)."""
-    parts = [".venv/bin/python bench/smollm2_study.py", f"--arms {r['arm']}", f"--seeds {r['seed']}"]
-    if r.get("iterations", 1) != 1:
-        parts.append(f"--iterations {r['iterations']}")
-    if r.get("tag"):
-        parts.append(f"--tag {r['tag']}")
-    parts += [f"--set {v}" for v in r.get("variant") or []]
-    if r.get("samples_from"):
-        parts.append(f"--samples-from {r['samples_from']}")
-    return " ".join(parts)
+def copy_iterations(source: Path, run_dir: Path) -> None:
+    """Seed a longer cell's run folder with a shorter cell's finished iterations (same arm, variant and seed):
+    sampling and training are seeded, so its iterations are the ones this cell would compute, and a stage
+    whose fingerprint differs is redone by the run anyway."""
+    import shutil
 
-
-def _ci(cell: dict | None) -> str:
-    if not cell or cell.get("mean") is None:
-        return "-"
-    lo, hi = cell["ci"]
-    return f"{cell['mean']:.3f} [{lo:.2f}, {hi:.2f}]"
-
-
-def _variant(r: dict) -> str:
-    name = f"{r['tag']}: {', '.join(r['variant'])}" if r.get("tag") else "demo recipe"
-    note = f"; {r['note']}" if r.get("note") else ""
-    if r.get("samples_from"):
-        source = cell_name(r["samples_from"], r["seed"], r.get("iterations", 1))
-        note += f"; samples copied from {source} (wall time without sampling)"
-    return f"{name} [{r.get('dtype', 'bfloat16')}, {r.get('cpu', '?')}{note}]"
+    its = sorted(p for p in source.glob("iter-*") if (p / "evaluate" / ".manifest.json").exists())
+    if not its:
+        raise SystemExit(f"--extend: {source} has no finished iteration")
+    for it in its:
+        shutil.copytree(it, run_dir / it.name)
 
 
 def cpu_name() -> str:
@@ -237,95 +211,6 @@ def _cpuinfo() -> str:
         return Path("/proc/cpuinfo").read_text()
     except OSError:
         return ""
-
-
-def summary_lines(results: dict) -> list[str]:
-    """Per arm and variant: the last iteration's gain on every source over the seeds measured, and wall."""
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for r in results.values():
-        groups.setdefault((r["arm"], _variant(r)), []).append(r)
-    lines = [
-        "## Summary: the last iteration's held-out gain over the seeds measured",
-        "",
-        "| arm | variant | seeds | source: gain per seed (mean) | wall per run |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for (arm, variant), cells in sorted(groups.items()):
-        cells.sort(key=lambda r: r["seed"])
-        sources: dict[str, list[str]] = {}
-        means: dict[str, list[float]] = {}
-        for r in cells:
-            for src, its in r["evaluation"].items():
-                last = list(its.values())[-1]
-                sources.setdefault(src, []).append(f"{last['gain']:+.3f}")
-                means.setdefault(src, []).append(last["gain"])
-        gains = "; ".join(
-            f"{src}: {', '.join(v)} ({statistics.mean(means[src]):+.3f})" for src, v in sources.items()
-        )
-        walls = [r["wall_s"] / 60 for r in cells]
-        mark = " (uses labels)" if arm in LABELS else ""
-        lines.append(
-            f"| {arm}{mark} | {variant} | {', '.join(str(r['seed']) for r in cells)} | {gains} "
-            f"| {min(walls):.1f}-{max(walls):.1f} min |"
-        )
-    return lines + [""]
-
-
-def render(results: dict, command: str) -> str:
-    threads = os.environ.get("OMP_NUM_THREADS", "torch default")
-    lines = [
-        "# The SmolLM2 study (generated by bench/smollm2_study.py: do not edit by hand)",
-        "",
-        f"Last written by: `{command}`; every cell's own command is in section 3 (the page shows every cell in "
-        f"docs/smollm2-study.json). Machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
-        f"OMP_NUM_THREADS={threads}; page written {datetime.date.today().isoformat()}. Each cell's own date "
-        "and wall time are in its row. Intervals are bootstrap 95% over questions (paired for gains).",
-        "",
-        *summary_lines(results),
-        "## 1. The base model's samples (iteration 0, training split; references read as a diagnostic only)",
-        "",
-        "| cell | task | questions | sample acc | pass@k | majority | SC within-question AUROC (n) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for key, r in sorted(results.items()):
-        for task, d in r["samples"].items():
-            lines.append(
-                f"| {key} | {task} | {d['questions']} | {_ci(d['sample'])} | {_ci(d['pass_at_k'])} (k {d['k']}) "
-                f"| {_ci(d['majority'])} | {_ci(d['auroc'])} ({d['auroc']['n']}) |"
-            )
-    lines += [
-        "",
-        "Only the sc_* cells' AUROC is the self-consistency judge's; oracle and random cells score by label "
-        "and by chance.",
-        "",
-        "## 2. Held-out greedy accuracy after self-training",
-        "",
-        "| arm | variant | seed | source | base | iteration: policy (gain [95% CI]) | median answer chars "
-        "(base -> last) | wall | date |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for _key, r in sorted(results.items()):
-        mark = " (uses labels)" if r["arm"] in LABELS else ""
-        for src, its in r["evaluation"].items():
-            first = next(iter(its.values()))
-            cells = "; ".join(
-                f"{it}: {c['policy']:.3f} ({c['gain']:+.3f} [{c['gain_ci'][0]:+.2f}, {c['gain_ci'][1]:+.2f}])"
-                for it, c in its.items()
-            )
-            last = list(its.values())[-1]
-            chars = (
-                f"{first['base_chars']:.0f} -> {last['policy_chars']:.0f}" if "base_chars" in first else "-"
-            )
-            lines.append(
-                f"| {r['arm']}{mark} | {_variant(r)} | {r['seed']} | {src} (n {first['n']}) | {first['base']:.3f} "
-                f"| {cells} | {chars} | {r['wall_s'] / 60:.1f} min | {r['date']} |"
-            )
-    lines += ["", "## 3. Each cell's command and where its time went", ""]
-    lines += ["| cell | command | seconds per stage |", "| --- | --- | --- |"]
-    for key, r in sorted(results.items()):
-        stages = ", ".join(f"{k} {v:.0f}" for k, v in (r.get("stage_s") or {}).items()) or "-"
-        lines.append(f"| {key} | `{cell_command(r)}` | {stages} |")
-    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
@@ -347,6 +232,14 @@ def main() -> int:
         help="start each new cell from the iteration-0 questions and samples of this arm's cell of the same "
         "seed (e.g. sc_sft): sampling is seeded and arms do not change it, so the samples are the ones the "
         "cell would draw; its wall time then leaves sampling out (the page says so)",
+    )
+    p.add_argument(
+        "--extend",
+        type=int,
+        metavar="ITERATIONS",
+        help="start each new cell from the finished iterations of the same cell run with ITERATIONS iterations "
+        "(e.g. --iterations 2 --extend 1): only the new iterations are computed; the wall time recorded is "
+        "the shorter cell's plus this run's",
     )
     args = p.parse_args()
     unknown = sorted(set(args.arms.split(",")) - set(ARMS))
@@ -371,9 +264,15 @@ def main() -> int:
             if args.samples_from and not cfg.run_dir().exists():
                 source = cell_name(args.samples_from, seed, args.iterations)
                 copy_samples(cfg.run_dir().parent / source, cfg.run_dir())
+            extended = None
+            if args.extend and not cfg.run_dir().exists():
+                extended = cell_name(f"{arm}{tag}", seed, args.extend)
+                copy_iterations(cfg.run_dir().parent / extended, cfg.run_dir())
             start = time.time()
             store = run(cfg)
             wall = time.time() - start
+            if extended:
+                wall += results[extended]["wall_s"]
             rng = random.Random(f"{name}-bootstrap")
             previous = results.get(name, {})
             results[name] = {
@@ -389,6 +288,7 @@ def main() -> int:
                 else datetime.date.today().isoformat(),
                 "iterations": args.iterations,
                 **({"samples_from": args.samples_from} if args.samples_from else {}),
+                **({"extended_from": extended} if extended else {}),
                 "dtype": cfg.model.dtype,
                 "cpu": cpu_name(),
                 "stage_s": stage_seconds(store),
