@@ -11,10 +11,14 @@ addition and multiplication in words) with one arm's overrides:
   random_sft  control (the floor): SFT on 4 random samples per question
 The script reads each run's store and writes one markdown page (machine, date, threads, the command):
   1. what the base model's samples show, per task, from iteration 0's samples (the references are read here,
-     as a diagnostic only): sample accuracy, pass@8, majority-vote accuracy, and the self-consistency judge's
+     as a diagnostic only): sample accuracy, pass@8, majority-vote accuracy, and the cell's judge's
      within-question AUROC, each with a bootstrap 95% interval over questions;
   2. per arm and seed, held-out greedy accuracy of the base and of each iteration on every evaluation source,
-     the gain with a paired bootstrap 95% interval, and the run's wall time.
+     the gain with a paired bootstrap 95% interval, and the run's wall time;
+  3. each cell's command and seconds per stage;
+  4. arm minus arm on the same held-out questions and seed (paired bootstrap), e.g. sc_sft - random_sft.
+`--samples-from ARM` starts a cell from that arm's iteration-0 samples of the same seed; `--iterations 2 --extend 1`
+computes only the second iteration of a finished one-iteration cell. bench/smollm2_page.py renders the page.
 `--tag NAME --set key=value` runs a variant of every arm (its cells are named ...-NAME-s<seed>-i<iterations> and
 the page shows the tag and its overrides). Results are cached in docs/smollm2-study.json (one entry per cell,
 tracked, so the page survives a fresh checkout), so cells can be run one at a time and the page always shows
