@@ -37,8 +37,8 @@ def cell_command(r: dict) -> str:
     parts += [f"--set {v}" for v in r.get("variant") or []]
     if r.get("samples_from"):
         parts.append(f"--samples-from {r['samples_from']}")
-    if r.get("extended_from"):
-        parts.append(f"--extend {r['extended_from'].rsplit('-i', 1)[1]}")
+    if r.get("extend"):
+        parts.append(f"--extend {r['extend']}")
     return " ".join(parts)
 
 
@@ -55,8 +55,9 @@ def _variant(r: dict) -> str:
     if r.get("samples_from"):
         source = cell_name(r["samples_from"], r["seed"], r.get("iterations", 1))
         note += f"; samples copied from {source} (wall time without sampling)"
-    if r.get("extended_from"):
-        note += f"; first iterations copied from {r['extended_from']} (wall time: both runs')"
+    if r.get("extend"):
+        source = cell_name(f"{r['arm']}{'-' + r['tag'] if r.get('tag') else ''}", r["seed"], r["extend"])
+        note += f"; first iterations copied from {source} (wall time: both runs')"
     return f"{name} [{r.get('dtype', 'bfloat16')}, {r.get('cpu', '?')}{note}]"
 
 
@@ -107,22 +108,20 @@ def paired_lines(results: dict, rng: random.Random) -> list[str]:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for (arm, tag, seed, its), r in sorted(cells.items()):
-        for a, b in PAIRED:
+        for b in (b for a, b in PAIRED if a == arm):
             other = cells.get((b, tag, seed, its))
-            if arm != a or other is None:
+            if other is None:
                 continue
             for src, by_it in r["evaluation"].items():
-                mine, theirs = list(by_it.values())[-1], list(other["evaluation"].get(src, {}).values())[-1:]
-                if not theirs or "correct" not in mine or "correct" not in theirs[0]:
+                mine = list(by_it.values())[-1]
+                theirs = (list(other["evaluation"].get(src, {}).values()) or [{}])[-1]
+                # cells recorded before per-question rows were kept, or on other questions, do not pair
+                if "correct" not in mine or "correct" not in theirs or mine["ids"] != theirs["ids"]:
                     continue
-                if mine["ids"] != theirs[0]["ids"]:
-                    continue
-                diffs = [
-                    float(x) - float(y) for x, y in zip(mine["correct"], theirs[0]["correct"], strict=True)
-                ]
+                diffs = [float(x) - float(y) for x, y in zip(mine["correct"], theirs["correct"], strict=True)]
                 lo, hi = bootstrap(diffs, rng) or (0.0, 0.0)
                 lines.append(
-                    f"| {a} − {b} | {tag or 'demo recipe'} | {seed} | {src} "
+                    f"| {arm} − {b} | {tag or 'demo recipe'} | {seed} | {src} "
                     f"| {sum(diffs) / len(diffs):+.3f} [{lo:+.2f}, {hi:+.2f}] | {len(diffs)} |"
                 )
     if len(lines) == 4:

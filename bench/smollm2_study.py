@@ -292,7 +292,7 @@ def main() -> int:
                 else datetime.date.today().isoformat(),
                 "iterations": args.iterations,
                 **({"samples_from": args.samples_from} if args.samples_from else {}),
-                **({"extended_from": extended} if extended else {}),
+                **({"extend": args.extend} if extended else {}),
                 "dtype": cfg.model.dtype,
                 "cpu": cpu_name(),
                 "stage_s": stage_seconds(store),
