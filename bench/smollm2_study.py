@@ -294,6 +294,7 @@ def main() -> int:
                 **({"samples_from": args.samples_from} if args.samples_from else {}),
                 **({"extend": args.extend} if extended else {}),
                 "dtype": cfg.model.dtype,
+                "fast_top_p": cfg.engine.fast_top_p and cfg.engine.name != "hf",
                 "cpu": cpu_name(),
                 "stage_s": stage_seconds(store),
                 "samples": sample_diagnostics(store, 0, rng),

@@ -84,6 +84,8 @@ def test_tiny_recipe_with_vllm_same_schemas_and_resume(tiny_model, tmp_path):
     proc = cli("run", str(recipe), "--no-prefect")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert first.stat().st_mtime_ns == kept  # the finished shard was reused, only the rest was redone
+    # engine.fast_top_p: vLLM loaded selftrain's plugin in its engine processes (the entry point is installed)
+    assert "top-p from the top 256 logits" in proc.stderr, proc.stderr[-3000:]
     from selftrain.spec import KINDS
 
     for stage in ("questions", "sample", "score", "pairs", "evaluate"):
