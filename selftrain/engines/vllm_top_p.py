@@ -48,12 +48,11 @@ def top_p_from_candidates(
     keep[:, 0] = True  # vLLM keeps at least one token
     inside = ~keep[:, -1]  # the nucleus ends before the last candidate
     last_kept = values.gather(1, (keep.sum(dim=-1) - 1).unsqueeze(1))
-    if bool(inside.all()):
-        return logits.masked_fill_(logits < last_kept, float("-inf"))
-    rows = inside.nonzero().squeeze(1)
-    logits[rows] = logits[rows].masked_fill(logits[rows] < last_kept[rows], float("-inf"))
-    wide = (~inside).nonzero().squeeze(1)
-    logits[wide] = full_sort(logits[wide].clone(), None, p[wide])
+    # one in-place mask for every row; a wide row's cutoff is -inf, so it is left whole for vLLM's function
+    logits.masked_fill_(logits < last_kept.masked_fill(~inside.unsqueeze(1), float("-inf")), float("-inf"))
+    if not bool(inside.all()):
+        wide = (~inside).nonzero().squeeze(1)
+        logits[wide] = full_sort(logits[wide], None, p[wide])  # indexing copies the rows
     return logits
 
 
