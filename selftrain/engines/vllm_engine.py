@@ -64,6 +64,23 @@ def engine_parallel_kwargs(cfg: Config) -> dict:
     return out
 
 
+def in_process_kwargs(cfg: Config, on_cpu: bool, environ: dict[str, str] | None = None) -> dict:
+    """engine.in_process as LLM() arguments (and, for the engine core, VLLM_ENABLE_V1_MULTIPROCESSING in
+    `environ`): where it applies, the engine core and its single worker run in the stage process with the uni
+    executor. vLLM's default spawns two child processes that import torch and vLLM again (~8 s each on 2
+    cores), and the stage process only waits on them. Skipped where the user chose an executor or set the
+    variable."""
+    e = cfg.engine
+    env = os.environ if environ is None else environ
+    one_device = e.gpus_per_engine == 1 and e.distributed_executor_backend in (None, "uni")
+    if e.in_process == "off" or (e.in_process == "auto" and not (on_cpu and one_device)):
+        return {}
+    if "VLLM_ENABLE_V1_MULTIPROCESSING" in env:
+        return {}
+    env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    return {"distributed_executor_backend": "uni"}
+
+
 def _on_cpu() -> bool:
     from vllm.platforms import current_platform
 
@@ -169,6 +186,7 @@ class VLLMEngine:
         kwargs.update(prefill_kwargs(cfg, on_cpu))
         kwargs.update(compile_kwargs(cfg, on_cpu))
         kwargs.update(engine_parallel_kwargs(cfg))
+        kwargs.update(in_process_kwargs(cfg, on_cpu))
         self.lora = None
         self.merged: Path | None = None
         if adapter and serve_merged(cfg, on_cpu):
