@@ -93,7 +93,9 @@ def test_vllm_cpu_engine_runs_in_the_stage_process_only_where_one_device_and_not
     auto = Config.model_validate({})
     env: dict[str, str] = {}
     assert in_process_kwargs(auto, on_cpu=True, environ=env) == {"distributed_executor_backend": "uni"}
-    assert env == {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}  # read by vLLM when LLM() builds its engine core
+    assert env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"  # read by vLLM when LLM() builds its engine core
+    # a stage process that inherited what an earlier engine set still gets the uni executor
+    assert in_process_kwargs(auto, on_cpu=True, environ=dict(env)) == {"distributed_executor_backend": "uni"}
     assert in_process_kwargs(auto, on_cpu=False, environ={}) == {}  # GPUs keep vLLM's processes
     user_set = {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
     assert (

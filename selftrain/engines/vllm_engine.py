@@ -64,6 +64,9 @@ def engine_parallel_kwargs(cfg: Config) -> dict:
     return out
 
 
+IN_PROCESS_MARK = "SELFTRAIN_SET_VLLM_MULTIPROCESSING"
+
+
 def in_process_kwargs(cfg: Config, on_cpu: bool, environ: dict[str, str] | None = None) -> dict:
     """engine.in_process as LLM() arguments (and, for the engine core, VLLM_ENABLE_V1_MULTIPROCESSING in
     `environ`): where it applies, the engine core and its single worker run in the stage process with the uni
@@ -75,9 +78,11 @@ def in_process_kwargs(cfg: Config, on_cpu: bool, environ: dict[str, str] | None 
     one_device = e.gpus_per_engine == 1 and e.distributed_executor_backend in (None, "uni")
     if e.in_process == "off" or (e.in_process == "auto" and not (on_cpu and one_device)):
         return {}
-    if "VLLM_ENABLE_V1_MULTIPROCESSING" in env:
+    # a variable an earlier selftrain engine set (and a child process inherited) is ours, not the user's choice
+    if "VLLM_ENABLE_V1_MULTIPROCESSING" in env and env.get(IN_PROCESS_MARK) != "1":
         return {}
     env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    env[IN_PROCESS_MARK] = "1"
     return {"distributed_executor_backend": "uni"}
 
 
@@ -186,7 +191,10 @@ class VLLMEngine:
         kwargs.update(prefill_kwargs(cfg, on_cpu))
         kwargs.update(compile_kwargs(cfg, on_cpu))
         kwargs.update(engine_parallel_kwargs(cfg))
-        kwargs.update(in_process_kwargs(cfg, on_cpu))
+        in_process = in_process_kwargs(cfg, on_cpu)
+        if in_process:
+            log.info("vLLM's engine core and worker run in this process (engine.in_process)")
+        kwargs.update(in_process)
         self.lora = None
         self.merged: Path | None = None
         if adapter and serve_merged(cfg, on_cpu):
