@@ -18,6 +18,20 @@ from typing import NoReturn
 USER_ERROR_EXIT = 3
 
 
+def release_freed_memory() -> None:
+    """Hand memory that Python and torch freed back to the system (glibc's malloc_trim; no-op elsewhere).
+    glibc keeps freed heap pages for reuse: after an in-process merge of SmolLM2, 525 of its 540 MiB of
+    float32 weights stayed in the stage's RSS beside the engine, and 83 after the trim."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
     """Ask Linux to send `sig` to this process when its parent dies (PR_SET_PDEATHSIG); no-op elsewhere."""
     if not sys.platform.startswith("linux"):

@@ -30,6 +30,7 @@ from selftrain.engines.base import (
 )
 from selftrain.engines.vllm_top_p import ENV as FAST_TOP_P_ENV
 from selftrain.engines.vllm_top_p import plugin_installed as top_p_plugin_installed
+from selftrain.procs import release_freed_memory
 
 if TYPE_CHECKING:
     from selftrain.config import Config
@@ -155,12 +156,14 @@ def serve_merged(cfg: Config, on_cpu: bool) -> bool:
 
 def merge_into_temp(base: str, adapter: str) -> Path:
     """The base model with `adapter` merged, saved in float32 (no rounding of the LoRA delta into the base's
-    bf16) in a new temporary folder; the caller removes it."""
-    from selftrain.training.export import export_merged
+    bf16) in a new temporary folder; the caller removes it. Merged in this process (the stage's own), which has
+    torch and transformers imported already; its float32 copy is freed before the engine starts."""
+    from selftrain.training.export import merge_and_save
 
     tmp = Path(tempfile.mkdtemp(prefix="selftrain-merged-"))
     start = time.perf_counter()
-    export_merged(base, Path(adapter), tmp / "model", dtype="float32")
+    merge_and_save(base, Path(adapter), tmp / "model", dtype="float32")
+    release_freed_memory()
     log.info("merged %s into a float32 copy of the base in %.1fs", adapter, time.perf_counter() - start)
     return tmp
 
