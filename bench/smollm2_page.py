@@ -55,12 +55,11 @@ def _variant(r: dict) -> str:
         note += "; engine.fast_top_p"
     if r.get("in_process"):  # engine starts ~15 s faster, the same samples (bench/engine_start.py)
         note += "; engine.in_process"
+    # the source cells are named without their seed, so that one variant's seeds share a summary row
     if r.get("samples_from"):
-        source = cell_name(r["samples_from"], r["seed"], r.get("iterations", 1))
-        note += f"; samples copied from {source} (wall time without sampling)"
+        note += f"; iteration-0 samples copied from the same seed's {r['samples_from']} cell (wall time without sampling)"
     if r.get("extend"):
-        source = cell_name(f"{r['arm']}{'-' + r['tag'] if r.get('tag') else ''}", r["seed"], r["extend"])
-        note += f"; first iterations copied from {source} (wall time: both runs')"
+        note += f"; first iterations copied from the same seed's {r['extend']}-iteration cell (wall time: both runs')"
     return f"{name} [{r.get('dtype', 'bfloat16')}, {r.get('cpu', '?')}{note}]"
 
 
